@@ -1,0 +1,3 @@
+from tapescan.cli import main
+
+main()

@@ -1,0 +1,201 @@
+"""The ``tapescan`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tapescan import __version__
+from tapescan.config import ConfigError, load_settings
+from tapescan.feeds.base import FeedError
+from tapescan.market.calendar import NotASessionError, market_calendar, ns_to_et
+
+app = typer.Typer(
+    name="tapescan",
+    help="Real-time US equities scanner: whole-market scans, live deltas, replayable history.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+
+class Format(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One clear line (or a few, one per problem) and a non-zero exit; never a traceback."""
+    for line in message.splitlines():
+        err.print(f"tapescan: {line}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (default: ./tapescan.toml).")
+]
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@app.command()
+def run(
+    feed: Annotated[str | None, typer.Option(help="sim | replay | massive [default: sim]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port [default: 8000].")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Simulated start, ISO 8601 with offset [default: now in a session, "
+            "else the last session at 09:25 ET]."
+        ),
+    ] = None,
+    speed: Annotated[
+        str | None, typer.Option(help="Clock speed multiplier or 'max' [default: 1].")
+    ] = None,
+    symbols: Annotated[int | None, typer.Option(help="Simulated symbols [default: 11882].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulator seed [default: 7].")] = None,
+    bars: Annotated[Path | None, typer.Option(help="Replay: minute bars file.")] = None,
+    daily: Annotated[Path | None, typer.Option(help="Replay: daily bars file.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Replay: reference file.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [default: ./tapescan-data].")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the scanner: feed, web page and API (embedded default: simulated market)."""
+    overrides: dict[str, Any] = {
+        "feed": feed,
+        "host": host,
+        "port": port,
+        "start": start,
+        "speed": speed,
+        "sim_symbols": symbols,
+        "sim_seed": seed,
+        "bars": bars,
+        "daily": daily,
+        "reference": reference,
+        "data_dir": data_dir,
+    }
+    try:
+        settings = load_settings(overrides, config)
+    except ConfigError as error:
+        fail(str(error))
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from tapescan.node import Node  # noqa: PLC0415 - keeps `tapescan --help` fast
+
+    try:
+        node = Node(settings)
+    except (ConfigError, FeedError, NotASessionError) as error:
+        fail(str(error))
+    clock_at = ns_to_et(node.clock.now_ns())
+    pace = "max" if node.clock.speed is None else f"{node.clock.speed:g}x"
+    err.print(
+        f"tapescan {__version__}: feed {node.feed.name}, clock {clock_at:%Y-%m-%d %H:%M:%S %Z}"
+        f" at {pace} speed, "
+        f"http://{settings.host}:{settings.port}/",
+        highlight=False,
+    )
+    asyncio.run(_serve(node))
+    err.print("tapescan: stopped", highlight=False)
+
+
+async def _serve(node: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await node.run(stop)
+
+
+def _default_end_date() -> dt.date:
+    """The last session that has finished by now."""
+    calendar = market_calendar()
+    now_ns = time.time_ns()
+    session = calendar.trading_day(now_ns)
+    if calendar.session(session).post_close_ns > now_ns:
+        session = calendar.previous_sessions(session, 1)[0]
+    return session
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the data set to.")],
+    symbols: Annotated[int, typer.Option(min=1, max=50_000, help="Number of symbols.")] = 11_882,
+    days: Annotated[int, typer.Option(min=1, max=260, help="Sessions of minute bars.")] = 11,
+    end_date: Annotated[
+        str | None, typer.Option(help="Last session, YYYY-MM-DD [default: last finished session].")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed: same seed, same bytes.")] = 7,
+    file_format: Annotated[Format, typer.Option("--format", help="File format.")] = Format.parquet,
+) -> None:
+    """Write a simulated data set (minute bars, daily bars, reference) in the replay formats."""
+    from tapescan.feeds.sim.dataset import FileFormat, write_dataset  # noqa: PLC0415
+    from tapescan.feeds.sim.generator import SimMarket  # noqa: PLC0415
+
+    calendar = market_calendar()
+    try:
+        last = dt.date.fromisoformat(end_date) if end_date else _default_end_date()
+    except ValueError:
+        fail(f"invalid --end-date {end_date!r}: use YYYY-MM-DD, e.g. 2026-11-25")
+    try:
+        session = calendar.session_on_or_before(last)
+        if session != last:
+            err.print(
+                f"tapescan: {last} is not a session; ending on {session} instead", highlight=False
+            )
+        sessions = [*calendar.previous_sessions(session, days - 1), session]
+        started = time.monotonic()
+        market = SimMarket(seed, symbols, calendar)
+        with Progress(
+            TextColumn("[bold]simulate[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sessions"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("planning", total=len(sessions))
+
+            def on_day(day: dt.date) -> None:
+                progress.update(task, advance=1, description=f"wrote {day.isoformat()}")
+
+            paths = write_dataset(market, out_dir, sessions, FileFormat(file_format.value), on_day)
+    except NotASessionError as error:
+        fail(str(error))
+    elapsed = time.monotonic() - started
+    for path in (paths.minute_bars, paths.daily_bars, paths.reference):
+        out.print(f"{path}  {path.stat().st_size / 1e6:,.1f} MB", highlight=False)
+    err.print(
+        f"tapescan: {symbols} symbols, {len(sessions)} sessions ({sessions[0]} to {sessions[-1]}) "
+        f"in {elapsed:.1f} s",
+        highlight=False,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,149 @@
+"""Settings from flags, ``TAPESCAN_*`` environment variables and an optional ``tapescan.toml``.
+
+Precedence: flags, then environment, then the TOML file, then defaults. Everything is validated
+at start; ``describe_error`` turns a validation failure into one line per bad setting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("tapescan.toml")
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "tapescan_config_file", default=None
+)
+
+FeedName = Literal["sim", "replay", "massive"]
+StoreName = Literal["duckdb", "postgres"]
+BusName = Literal["memory", "redis"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _parse_speed(value: object) -> object:
+    """``max`` (as fast as possible) becomes None; anything else must be a positive number."""
+    if isinstance(value, str) and value.strip().lower() == "max":
+        return None
+    return value
+
+
+def _positive_speed(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ValueError("must be a positive number or 'max'")
+    return value
+
+
+def _has_offset(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-11-25T09:25:00-05:00")
+    return value
+
+
+Speed = Annotated[float | None, BeforeValidator(_parse_speed), AfterValidator(_positive_speed)]
+Instant = Annotated[dt.datetime | None, AfterValidator(_has_offset)]
+
+
+class Settings(BaseSettings):
+    """Every setting of a tapescan process. Capacities carry their worst-case bytes."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAPESCAN_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    feed: FeedName = "sim"
+    store: StoreName = "duckdb"
+    bus: BusName = "memory"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65_535)
+    data_dir: Path = Path("tapescan-data")
+    log_level: LogLevel = "info"
+
+    start: Instant = Field(
+        default=None,
+        description="Simulated clock start (ISO 8601 with offset); default: now during a "
+        "session, otherwise the last session at 09:25 ET.",
+    )
+    speed: Speed = Field(default=1.0, description="Clock speed multiplier, or 'max'.")
+
+    sim_symbols: int = Field(default=11_882, ge=1, le=50_000)
+    sim_seed: int = Field(default=7, ge=0)
+    sim_second_aggregates: bool = Field(
+        default=True, description="Emit per-second aggregates as well as per-minute ones."
+    )
+
+    bars: Path | None = None
+    daily: Path | None = None
+    reference: Path | None = None
+
+    shutdown_timeout_s: float = Field(default=1.5, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _replay_needs_files(self) -> Settings:
+        if self.feed == "replay" and (self.bars is None or self.daily is None):
+            raise ValueError("feed 'replay' needs bars and daily files (--bars, --daily)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message is meant for a person, one line per problem."""
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Settings from flags (``overrides``, None values ignored), environment and TOML."""
+    path = config_file
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    token = _config_file.set(path)
+    try:
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        return Settings(**given)
+    except ValidationError as error:
+        raise ConfigError(describe_error(error)) from None
+    except ValueError as error:  # a malformed TOML file
+        raise ConfigError(f"config file {path}: {error}") from None
+    finally:
+        _config_file.reset(token)
+
+
+def describe_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        name = ".".join(str(part) for part in problem["loc"]) or "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{name}'")
+        elif "input" in problem and name != "settings":
+            env = f"TAPESCAN_{name.upper()}"
+            lines.append(f"invalid setting {name} ({env}) = {problem['input']!r}: {message}")
+        else:
+            lines.append(f"invalid settings: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""The one interface every feed implements (sim, replay, massive)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import pyarrow as pa
+
+from tapescan.feeds.history import Warmup
+from tapescan.market.clock import Clock
+from tapescan.model import FeedEvent, Universe
+
+StepCallback = Callable[[int, int], None]
+"""Progress of a long step: called with (done, total)."""
+
+
+class FeedError(Exception):
+    """A feed cannot start or go on; the message says what to fix."""
+
+
+class Feed(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def universe(self) -> Universe: ...
+
+    def reference(self) -> pa.Table:
+        """Reference data (DESIGN.md section 3) for the universe."""
+        ...
+
+    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
+        """Daily bars and slot volume of the sessions before ``session``."""
+        ...
+
+    def events(
+        self, clock: Clock, start_ns: int, end_ns: int | None = None
+    ) -> AsyncIterator[FeedEvent]:
+        """Events from ``start_ns`` (the whole trading day before it at once) up to ``end_ns``.
+
+        Events whose ``ts_event_ns`` is after ``clock.now_ns()`` are held back until the clock
+        reaches them; the clock decides the pace (wall time, a multiple of it, or flat out).
+        """
+        ...

@@ -1,0 +1,244 @@
+"""Replay of the user's own files (DESIGN.md section 3) as a feed, at the clock's pace."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tapescan.feeds.base import FeedError, StepCallback
+from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, MINUTE_HISTORY_SESSIONS, Warmup
+from tapescan.feeds.replay.files import SPECS, FileKind, ReadLimits, ReplayFiles
+from tapescan.feeds.replay.reader import MinuteBarReader, minute_groups, read_reference
+from tapescan.feeds.replay.validate import ReplaySummary, utc_text, validate_files
+from tapescan.feeds.replay.warmup import daily_history, slot_volume
+from tapescan.market.calendar import MarketCalendar, NotASessionError, market_calendar
+from tapescan.market.clock import Clock
+from tapescan.model import (
+    AggregateBatch,
+    AggregateKind,
+    FeedEvent,
+    FeedState,
+    FeedStatus,
+    Universe,
+    stamped,
+)
+
+T = TypeVar("T")
+S = TypeVar("S", bound=np.generic)
+
+
+class ReplayFeed:
+    """Minute bars from files, each emitted when it ends (ts + 60 s) by the clock.
+
+    Build it with :meth:`open` or :meth:`from_files`, which validate the files first, so that a
+    bad file fails at start with a ReplayFileError naming its row and field.
+    """
+
+    def __init__(
+        self,
+        files: ReplayFiles,
+        summary: ReplaySummary,
+        *,
+        calendar: MarketCalendar | None = None,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        self.files = files
+        self.summary = summary
+        self._calendar = calendar or market_calendar()
+        self._limits = limits or ReadLimits()
+        self._universe = _universe(summary)
+        self._symbols = pa.array(self._universe.symbols, pa.string())
+        self._reference = _aligned(self._read_reference(), self._symbols)
+
+    @classmethod
+    def open(
+        cls,
+        minute_bars: Path,
+        daily_bars: Path,
+        reference: Path | None = None,
+        calendar: MarketCalendar | None = None,
+        *,
+        limits: ReadLimits | None = None,
+    ) -> ReplayFeed:
+        """Validate the files, then make the feed; raises ReplayFileError."""
+        return cls.from_files(
+            ReplayFiles(minute_bars, daily_bars, reference), calendar=calendar, limits=limits
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        files: ReplayFiles,
+        *,
+        calendar: MarketCalendar | None = None,
+        limits: ReadLimits | None = None,
+    ) -> ReplayFeed:
+        """Validate the files, then make the feed; raises ReplayFileError."""
+        calendar = calendar or market_calendar()
+        summary = validate_files(files, calendar=calendar, limits=limits)
+        return cls(files, summary, calendar=calendar, limits=limits)
+
+    @property
+    def name(self) -> str:
+        return "replay"
+
+    @property
+    def universe(self) -> Universe:
+        return self._universe
+
+    @property
+    def sessions(self) -> tuple[dt.date, ...]:
+        """The trading days that have minute bars, ascending."""
+        return self.summary.minute_bars.sessions
+
+    def first_session(self) -> dt.date:
+        """The first trading day with minute bars."""
+        return self.sessions[0]
+
+    def default_start_ns(self) -> int:
+        """04:00 ET of the first session with minute bars: where a replay starts by default."""
+        return self._calendar.session(self.first_session()).pre_open_ns
+
+    def reference(self) -> pa.Table:
+        """One row per universe symbol in universe order; symbols the file lacks are null."""
+        return self._reference
+
+    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
+        """Daily bars of the last 40 file dates and slot volume of the last 10 sessions before.
+
+        ``on_step`` follows the pass over the minute-bar file: (rows read, rows in the file).
+        """
+        dates = [day for day in self.summary.daily_bars.sessions if day < session]
+        daily = daily_history(
+            self.files.daily_bars, dates[-DAILY_HISTORY_SESSIONS:], self._symbols, self._limits
+        )
+        earlier = [day for day in self.sessions if day < session][-MINUTE_HISTORY_SESSIONS:]
+        slots = {}
+        if earlier:
+            slots = slot_volume(
+                self.files.minute_bars,
+                earlier,
+                self._symbols,
+                self._calendar,
+                self._limits,
+                self.summary.minute_bars.rows,
+                on_step,
+            )
+        return Warmup(session=session, daily=daily, slot_volume=slots)
+
+    async def events(
+        self, clock: Clock, start_ns: int, end_ns: int | None = None
+    ) -> AsyncGenerator[FeedEvent, None]:
+        """Bars from 04:00 ET of the trading day holding ``start_ns`` until ``end_ns``.
+
+        Bars that ended by ``start_ns`` come at once; later ones when the clock reaches their
+        end. A bar that ends after ``end_ns`` is never emitted.
+        """
+        day_start_ns = self._day_start_ns(start_ns)
+        source = self.files.minute_bars.name
+        yield FeedStatus(
+            FeedState.REPLAYING,
+            f"replaying {source} from {utc_text(start_ns)}",
+            start_ns,
+            time.time_ns(),
+        )
+        reached_ns = start_ns
+        with MinuteBarReader(
+            self.files.minute_bars, from_ns=day_start_ns, end_ns=end_ns, limits=self._limits
+        ) as reader:
+            groups = minute_groups(self._indexed(reader.batches()))
+            while (group := await _next_in_thread(groups)) is not None:
+                batch = _aggregate(group)
+                if batch.ts_event_ns > start_ns:
+                    await clock.sleep_until(batch.ts_event_ns)
+                reached_ns = max(reached_ns, batch.ts_event_ns)
+                yield stamped(batch)
+        ended = "its end time" if end_ns is not None else f"the end of {source}"
+        yield FeedStatus(
+            FeedState.ENDED,
+            f"replay reached {ended}",
+            end_ns if end_ns is not None else reached_ns,
+            time.time_ns(),
+        )
+
+    def _read_reference(self) -> pa.Table:
+        if self.files.reference is None:
+            return SPECS[FileKind.REFERENCE].schema.empty_table()
+        return read_reference(self.files.reference, self._limits)
+
+    def _day_start_ns(self, start_ns: int) -> int:
+        try:
+            return self._calendar.session(self._calendar.trading_day(start_ns)).pre_open_ns
+        except NotASessionError as exc:
+            raise FeedError(f"cannot replay from {utc_text(start_ns)}: {exc}") from exc
+
+    def _indexed(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Each batch with the universe row of its symbols (every file symbol is in it)."""
+        for batch in batches:
+            rows = pc.cast(pc.index_in(batch.column("symbol"), value_set=self._symbols), pa.int32())
+            yield pa.record_batch(
+                [*batch.columns, rows], names=[*batch.schema.names, "symbol_index"]
+            )
+
+
+def _universe(summary: ReplaySummary) -> Universe:
+    """The reference file's symbols in its order, then symbols only the bar files have, sorted."""
+    listed = () if summary.reference is None else summary.reference.symbols
+    known = set(listed)
+    seen = {*summary.minute_bars.symbols, *summary.daily_bars.symbols}
+    return Universe([*listed, *sorted(seen - known)])
+
+
+def _aligned(reference: pa.Table, symbols: pa.Array) -> pa.Table:
+    """The reference extended with null rows for the universe symbols it lacks.
+
+    The universe starts with the reference symbols in file order, so appending the rest in
+    universe order lines every row up with its universe row.
+    """
+    missing = symbols.slice(reference.num_rows)
+    schema = SPECS[FileKind.REFERENCE].schema
+    blanks = {f.name: pa.nulls(len(missing), f.type) for f in schema if f.name != "symbol"}
+    extra = pa.table({"symbol": missing, **blanks}, schema=schema)
+    return pa.concat_tables([reference, extra])
+
+
+def _aggregate(group: pa.Table) -> AggregateBatch:
+    """One minute's bars as a batch, in universe order like the live feeds."""
+    rows = group.column("symbol_index").to_numpy()
+    order = np.argsort(rows, kind="stable")
+
+    def column(name: str, dtype: type[S]) -> npt.NDArray[S]:
+        return np.asarray(group.column(name).to_numpy()[order], dtype=dtype)
+
+    return AggregateBatch(
+        kind=AggregateKind.MINUTE,
+        symbol_index=column("symbol_index", np.int32),
+        start_ns=column("start_ns", np.int64),
+        open=column("open", np.float64),
+        high=column("high", np.float64),
+        low=column("low", np.float64),
+        close=column("close", np.float64),
+        volume=column("volume", np.int64),
+        vwap=column("vwap", np.float64),
+        trades=column("trades", np.int32),
+    )
+
+
+async def _next_in_thread(items: Iterator[T]) -> T | None:
+    """The next item, fetched on a worker thread: DuckDB's sort and reads block."""
+    future = asyncio.get_running_loop().run_in_executor(None, next, items, None)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The fetch goes on in its thread; let it finish before the reader closes under it.
+        await asyncio.wait([future])
+        raise

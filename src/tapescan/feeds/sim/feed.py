@@ -1,0 +1,169 @@
+"""The simulated market as a live feed: per-second and per-minute aggregates and halts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pyarrow as pa
+
+from tapescan.feeds.base import StepCallback
+from tapescan.feeds.history import (
+    DAILY_HISTORY_SESSIONS,
+    MINUTE_HISTORY_SESSIONS,
+    DailyAccumulator,
+    Warmup,
+)
+from tapescan.feeds.sim.generator import SimMarket
+from tapescan.feeds.sim.intraday import CHUNK_MINUTES, MinuteChunk
+from tapescan.feeds.sim.plan import HALT_MINUTES
+from tapescan.feeds.sim.seconds import split_minute
+from tapescan.market.clock import Clock
+from tapescan.model import (
+    NS_PER_MINUTE,
+    FeedEvent,
+    FeedState,
+    FeedStatus,
+    HaltEvent,
+    Universe,
+    stamped,
+)
+
+SECOND_STREAM = 0x5EED_0006
+
+
+class SimFeed:
+    """Emits the simulated market at the clock's pace, session after session."""
+
+    def __init__(self, market: SimMarket, second_aggregates: bool = True) -> None:
+        self._market = market
+        self._second_aggregates = second_aggregates
+
+    @property
+    def name(self) -> str:
+        return "sim"
+
+    @property
+    def universe(self) -> Universe:
+        return self._market.universe
+
+    def reference(self) -> pa.Table:
+        return self._market.reference_table()
+
+    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
+        """Daily bars of the 40 sessions before ``session`` and slot volume of the last 10.
+
+        The last 10 sessions are simulated minute by minute, so their daily bars are the
+        aggregates of the minutes that a replay of the same dates would see.
+        """
+        calendar = self._market.calendar
+        daily_sessions = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
+        minute_sessions = daily_sessions[-MINUTE_HISTORY_SESSIONS:]
+        tables = [
+            self._market.modelled_daily_table(d) for d in daily_sessions[:-MINUTE_HISTORY_SESSIONS]
+        ]
+        slot_volume = {}
+        for step, day in enumerate(minute_sessions, start=1):
+            accumulator = DailyAccumulator(len(self.universe), calendar.session(day))
+            for chunk in self._market.chunks(day):
+                self._market.accumulate(accumulator, chunk)
+            tables.append(self._market.daily_table(accumulator))
+            slot_volume[day] = self._market.slot_volume(day)
+            if on_step is not None:
+                on_step(step, len(minute_sessions))
+        daily = pa.concat_tables(tables)
+        return Warmup(session=session, daily=daily, slot_volume=slot_volume)
+
+    async def events(
+        self, clock: Clock, start_ns: int, end_ns: int | None = None
+    ) -> AsyncIterator[FeedEvent]:
+        calendar = self._market.calendar
+        session = calendar.trading_day(start_ns)
+        times = calendar.session(session)
+        if start_ns >= times.post_close_ns:
+            session = calendar.next_session(session)
+        yield FeedStatus(
+            FeedState.LIVE, f"simulated market from {session.isoformat()}", start_ns, time.time_ns()
+        )
+        while end_ns is None or calendar.session(session).pre_open_ns < end_ns:
+            async for event in self._session_events(clock, session, start_ns, end_ns):
+                yield event
+            session = calendar.next_session(session)
+        yield FeedStatus(
+            FeedState.ENDED, "simulated market reached its end time", end_ns or 0, time.time_ns()
+        )
+
+    async def _session_events(
+        self, clock: Clock, session: dt.date, start_ns: int, end_ns: int | None
+    ) -> AsyncIterator[FeedEvent]:
+        market = self._market
+        path = market.day_path(session)
+        halt_start = path.plan.halt_start
+        halted_rows = np.flatnonzero(halt_start >= 0)
+        for index in range(path.chunks):
+            chunk = path.chunk(index)
+            for minute in range(CHUNK_MINUTES):
+                minute_start = int(chunk.start_ns[minute])
+                if end_ns is not None and minute_start + NS_PER_MINUTE > end_ns:
+                    return
+                catching_up = minute_start + NS_PER_MINUTE <= start_ns
+                for event in self._halts(
+                    path.pre_minutes,
+                    chunk.first_minute + minute,
+                    minute_start,
+                    halted_rows,
+                    halt_start,
+                ):
+                    if not catching_up:
+                        await clock.sleep_until(event.ts_event_ns)
+                    yield event
+                if self._second_aggregates and not catching_up:
+                    async for batch in self._seconds(clock, path.plan.ordinal, chunk, minute):
+                        yield batch
+                batch = market.minute_batch(chunk, minute)
+                if not catching_up:
+                    await clock.sleep_until(batch.ts_event_ns or minute_start + NS_PER_MINUTE)
+                yield stamped(batch)
+
+    def _halts(
+        self,
+        pre_minutes: int,
+        minute: int,
+        minute_start: int,
+        rows: np.ndarray,
+        halt_start: np.ndarray,
+    ) -> list[HaltEvent]:
+        tau = minute - pre_minutes
+        events = []
+        for row in rows:
+            if halt_start[row] == tau:
+                events.append(HaltEvent(int(row), True, "LULD pause", minute_start, time.time_ns()))
+            elif halt_start[row] + HALT_MINUTES == tau:
+                events.append(
+                    HaltEvent(int(row), False, "LULD pause", minute_start, time.time_ns())
+                )
+        return events
+
+    async def _seconds(
+        self, clock: Clock, ordinal: int, chunk: MinuteChunk, minute: int
+    ) -> AsyncIterator[FeedEvent]:
+        bars = self._market.minute_batch(chunk, minute)
+        rng = np.random.default_rng(
+            [self._market.seed, ordinal, chunk.first_minute + minute, SECOND_STREAM]
+        )
+        for batch in split_minute(
+            int(chunk.start_ns[minute]),
+            bars.symbol_index,
+            bars.open,
+            bars.high,
+            bars.low,
+            bars.close,
+            bars.vwap,
+            bars.volume,
+            bars.trades.astype(np.int64),
+            rng,
+        ):
+            await clock.sleep_until(batch.ts_event_ns)
+            yield stamped(batch)

@@ -1,0 +1,131 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from tapescan.cli import app
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tapescan(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tapescan", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_health(
+    port: int, process: subprocess.Popen[str], timeout_s: float = 60
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"tapescan exited early: {process.communicate()}")
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
+            if response.status_code == 200:
+                body: dict[str, object] = response.json()
+                return body
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a socket another process opens; there is nothing to await
+    raise AssertionError("tapescan did not answer /api/v1/health in time")
+
+
+def test_simulate_writes_the_three_files_and_snaps_a_holiday_end_date(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--out",
+            str(tmp_path),
+            "--symbols",
+            "40",
+            "--days",
+            "2",
+            "--end-date",
+            "2026-11-26",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2026-11-26 is not a session; ending on 2026-11-25" in result.output
+    dates = set(pq.read_table(tmp_path / "daily_bars.parquet").column("date").to_pylist())
+    assert max(dates).isoformat() == "2026-11-25"
+    assert (tmp_path / "minute_bars.parquet").stat().st_size > 0
+    assert pq.read_table(tmp_path / "reference.parquet").num_rows == 40
+
+
+def test_simulate_refuses_a_malformed_end_date_with_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--out", str(tmp_path), "--end-date", "26/11/2026"])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == "tapescan: invalid --end-date '26/11/2026': use YYYY-MM-DD, e.g. 2026-11-25"
+    )
+
+
+def test_simulate_refuses_dates_before_the_simulators_history(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--out",
+            str(tmp_path),
+            "--symbols",
+            "5",
+            "--days",
+            "1",
+            "--end-date",
+            "2019-06-03",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "the simulator's history starts on 2020-01-02" in result.output
+
+
+def test_run_refuses_an_invalid_setting_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    process = tapescan("run", "--feed", "bloomberg", cwd=tmp_path)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert stderr.strip().splitlines() == [
+        "tapescan: invalid setting feed (TAPESCAN_FEED) = 'bloomberg': Input should be 'sim', 'replay' or 'massive'"
+    ]
+
+
+def test_run_serves_health_and_stops_within_two_seconds_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    process = tapescan("run", "--symbols", "300", "--port", str(port), cwd=tmp_path)
+    try:
+        health = wait_for_health(port, process)
+        assert health["status"] == "ok"
+        assert health["feed"]["name"] == "sim"  # type: ignore[index]
+        assert health["session"]["phase"] in {"pre", "regular", "post", "closed"}  # type: ignore[index]
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=5)
+        assert time.monotonic() - began < 2.0
+        assert process.returncode == 0, stderr
+        assert "tapescan: stopped" in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
