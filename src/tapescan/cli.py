@@ -194,6 +194,96 @@ def simulate(
     )
 
 
+ScansOption = Annotated[
+    Path | None, typer.Option("--scans", help="TOML file of user scans ([[scan]] tables).")
+]
+
+
+def _scan_definitions(scans_file: Path | None) -> list[Any]:
+    from tapescan.scan.definition import ScanValidationError  # noqa: PLC0415
+    from tapescan.scan.library import builtin_scans, load_user_scans, merge  # noqa: PLC0415
+
+    try:
+        user = load_user_scans(scans_file) if scans_file is not None else []
+        return merge(builtin_scans(), user)
+    except ScanValidationError as error:
+        fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
+
+
+@app.command()
+def scans(
+    as_json: Annotated[bool, typer.Option("--json", help="Print definitions as JSON.")] = False,
+    columns: Annotated[
+        bool, typer.Option("--columns", help="List the columns scans can use.")
+    ] = False,
+    scans_file: ScansOption = None,
+) -> None:
+    """List every scan (built-in and user) or, with --columns, every column."""
+    import msgspec  # noqa: PLC0415
+
+    from tapescan.indicators.catalog import COLUMNS  # noqa: PLC0415
+
+    if columns:
+        rows = [
+            {"name": c.name, "kind": c.kind.value, "description": c.description} for c in COLUMNS
+        ]
+        if as_json:
+            sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        else:
+            for row in rows:
+                out.print(
+                    f"{row['name']:<22} {row['kind']:<8} {row['description']}", highlight=False
+                )
+        return
+    definitions = [d.to_dict() for d in _scan_definitions(scans_file)]
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(definitions).decode() + "\n")
+        return
+    for d in definitions:
+        sessions = ",".join(d["sessions"])
+        order = f"{d['sort']['field']} {d['sort']['direction']}"
+        out.print(f"{d['id']:<20} {d['title']:<28} [{sessions}] sort {order}", highlight=False)
+
+
+@app.command()
+def replay(
+    bars: Annotated[Path, typer.Option(help="Minute bars file (.parquet or .csv).")],
+    daily: Annotated[Path, typer.Option(help="Daily bars file.")],
+    until: Annotated[str, typer.Option(help="Instant to stop at, ISO 8601 with offset.")],
+    reference: Annotated[Path | None, typer.Option(help="Reference file.")] = None,
+    output: Annotated[str, typer.Option(help="Output format (json).")] = "json",
+    symbols: Annotated[
+        str | None,
+        typer.Option(help="Symbols to report, e.g. AAPL,MSFT [default: every symbol in a scan]."),
+    ] = None,
+    scans_file: ScansOption = None,
+) -> None:
+    """Replay files as fast as possible up to --until and print every scan and symbol as JSON."""
+    import msgspec  # noqa: PLC0415
+
+    from tapescan.feeds.replay.feed import ReplayFeed  # noqa: PLC0415
+    from tapescan.market.calendar import datetime_to_ns  # noqa: PLC0415
+    from tapescan.replay_until import replay_report  # noqa: PLC0415
+
+    if output != "json":
+        fail(f"invalid --output {output!r}: only json is supported")
+    try:
+        until_ns = datetime_to_ns(dt.datetime.fromisoformat(until.replace("Z", "+00:00")))
+    except ValueError as error:
+        fail(f"invalid --until {until!r}: {error}; e.g. 2026-11-25T10:15:00-05:00")
+    definitions = _scan_definitions(scans_file)
+    wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    calendar = market_calendar()
+    try:
+        feed = ReplayFeed.open(bars, daily, reference, calendar)
+        report = asyncio.run(replay_report(feed, calendar, until_ns, definitions, wanted))
+    except (FeedError, NotASessionError) as error:
+        fail(str(error), code=1)
+    except KeyError as error:
+        fail(f"unknown symbols: {error.args[0]}")
+    sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+
+
 def main() -> None:
     try:
         app()

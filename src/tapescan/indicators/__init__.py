@@ -1,0 +1,1 @@
+"""Indicators: exact, vectorized definitions (DESIGN.md section 4)."""

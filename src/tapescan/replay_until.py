@@ -1,0 +1,92 @@
+"""Replay files as fast as possible up to an instant and report every scan and symbol then."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tapescan.feeds.base import Feed
+from tapescan.indicators.catalog import COLUMNS, Kind
+from tapescan.market.calendar import MarketCalendar, ns_to_utc
+from tapescan.market.clock import FastClock
+from tapescan.model import AggregateBatch, HaltEvent
+from tapescan.scan.definition import ScanDefinition
+from tapescan.scan.scanner import CycleOutput, Scanner, text_columns
+from tapescan.state.market_state import MarketState
+
+
+async def state_at(feed: Feed, calendar: MarketCalendar, until_ns: int) -> MarketState:
+    """State of the trading day holding ``until_ns``: warm-up, then every event up to it."""
+    session = calendar.trading_day(until_ns)
+    state = MarketState(feed.universe, calendar, session)
+    state.load_reference(feed.reference())
+    state.load_warmup(feed.warmup(session))
+    start = calendar.session(session).pre_open_ns
+    async for event in feed.events(FastClock(start), start, until_ns):
+        if isinstance(event, AggregateBatch):
+            state.apply(event)
+        elif isinstance(event, HaltEvent):
+            state.apply_halt(event)
+    state.advance_to(until_ns)
+    return state
+
+
+def symbol_values(
+    state: MarketState, output: CycleOutput, text: dict[str, Any], row: int
+) -> dict[str, Any]:
+    """Every column of one symbol at full precision (null when unknown)."""
+    values: dict[str, Any] = {}
+    for column in COLUMNS:
+        if column.kind is Kind.TEXT:
+            values[column.name] = str(text[column.name][row])
+            continue
+        value = float(output.columns[column.name][row])
+        if np.isnan(value):
+            values[column.name] = None
+        elif column.kind is Kind.FLAG:
+            values[column.name] = bool(value)
+        elif column.kind is Kind.COUNT:
+            values[column.name] = int(value)
+        else:
+            values[column.name] = value
+    return values
+
+
+async def replay_report(
+    feed: Feed,
+    calendar: MarketCalendar,
+    until_ns: int,
+    scans: Sequence[ScanDefinition],
+    symbols: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    state = await state_at(feed, calendar, until_ns)
+    text = text_columns(feed.universe, feed.reference())
+    scanner = Scanner(state, scans, text)
+    output = scanner.cycle()
+    report_scans = {}
+    members: set[int] = set()
+    for scan_id, result in output.results.items():
+        compiled = scanner.engine.scans[scan_id]
+        members.update(int(i) for i in result.rows)
+        report_scans[scan_id] = {
+            "title": compiled.definition.title,
+            "active": result.active,
+            "columns": list(compiled.definition.columns),
+            "rows": compiled.wire_rows(result),
+        }
+    if symbols is None:
+        rows = sorted(members, key=lambda i: feed.universe.symbols[i])
+    else:
+        rows = [feed.universe.index_of(s) for s in symbols]
+        unknown = [s for s, i in zip(symbols, rows, strict=True) if i < 0]
+        if unknown:
+            raise KeyError(", ".join(unknown))
+    return {
+        "asof": ns_to_utc(until_ns).isoformat(),
+        "session": {"date": state.times.date.isoformat(), "phase": output.phase},
+        "scans": report_scans,
+        "symbols": {feed.universe.symbols[i]: symbol_values(state, output, text, i) for i in rows},
+        "ingest": {"accepted": state.counters.accepted, "rejected": state.counters.rejected},
+    }

@@ -1,0 +1,1 @@
+"""Scans as data: definitions, validation, engine and deltas."""

@@ -1,0 +1,1 @@
+"""Market state: one row per symbol in fixed numpy columns."""
