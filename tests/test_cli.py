@@ -4,7 +4,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -34,8 +36,11 @@ def tapescan(*args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 def wait_for_health(
-    port: int, process: subprocess.Popen[str], timeout_s: float = 60
-) -> dict[str, object]:
+    port: int,
+    process: subprocess.Popen[str],
+    timeout_s: float = 60,
+    until: Callable[[dict[str, Any]], bool] = lambda _: True,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -43,8 +48,9 @@ def wait_for_health(
         try:
             response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
             if response.status_code == 200:
-                body: dict[str, object] = response.json()
-                return body
+                body: dict[str, Any] = response.json()
+                if until(body):
+                    return body
         except httpx.TransportError:
             pass
         time.sleep(0.1)  # polling a socket another process opens; there is nothing to await
@@ -115,10 +121,12 @@ def test_run_serves_health_and_stops_within_two_seconds_on_ctrl_c(tmp_path: Path
     port = free_port()
     process = tapescan("run", "--symbols", "300", "--port", str(port), cwd=tmp_path)
     try:
-        health = wait_for_health(port, process)
+        health = wait_for_health(port, process, until=lambda h: h["scans"]["cycles"] >= 2)
         assert health["status"] == "ok"
-        assert health["feed"]["name"] == "sim"  # type: ignore[index]
-        assert health["session"]["phase"] in {"pre", "regular", "post", "closed"}  # type: ignore[index]
+        assert health["feed"]["name"] == "sim"
+        assert health["feed"]["aggregates"] > 0
+        assert health["scans"]["warmed_up"]
+        assert health["session"]["phase"] in {"pre", "regular", "post", "closed"}
         began = time.monotonic()
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=5)

@@ -78,6 +78,9 @@ def run(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory [default: ./tapescan-data].")
     ] = None,
+    scans_file: Annotated[
+        Path | None, typer.Option("--scans", help="TOML file of user scans ([[scan]] tables).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the scanner: feed, web page and API (embedded default: simulated market)."""
@@ -93,6 +96,7 @@ def run(
         "daily": daily,
         "reference": reference,
         "data_dir": data_dir,
+        "scans_file": scans_file,
     }
     try:
         settings = load_settings(overrides, config)
@@ -102,11 +106,14 @@ def run(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from tapescan.node import Node  # noqa: PLC0415 - keeps `tapescan --help` fast
+    from tapescan.scan.definition import ScanValidationError  # noqa: PLC0415
 
     try:
         node = Node(settings)
     except (ConfigError, FeedError, NotASessionError) as error:
         fail(str(error))
+    except ScanValidationError as error:
+        fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
     clock_at = ns_to_et(node.clock.now_ns())
     pace = "max" if node.clock.speed is None else f"{node.clock.speed:g}x"
     err.print(
@@ -282,6 +289,101 @@ def replay(
     except KeyError as error:
         fail(f"unknown symbols: {error.args[0]}")
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+
+
+bench_app = typer.Typer(
+    help="Benchmarks; JSON on stdout, progress on stderr.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+BENCH_DAY = "2026-11-24"
+JsonOption = Annotated[bool, typer.Option("--json", help="Compact JSON (default: indented).")]
+DayOption = Annotated[str, typer.Option("--session", help="Simulated session, YYYY-MM-DD.")]
+
+
+def _print_report(report: dict[str, Any], compact: bool) -> None:
+    import msgspec  # noqa: PLC0415
+
+    encoded = msgspec.json.encode(report)
+    text = encoded.decode() if compact else msgspec.json.format(encoded, indent=2).decode()
+    sys.stdout.write(text + "\n")
+
+
+def _bench_session(day: str) -> dt.date:
+    try:
+        session = dt.date.fromisoformat(day)
+    except ValueError:
+        fail(f"invalid --session {day!r}: use YYYY-MM-DD")
+    if not market_calendar().is_session(session):
+        fail(f"--session {day} is not an XNYS trading session")
+    return session
+
+
+def _progress(message: str) -> None:
+    err.print(f"tapescan bench: {message}", highlight=False)
+
+
+@bench_app.command("scan")
+def bench_scan_command(
+    symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
+    cycles: Annotated[int, typer.Option(min=10, max=100_000)] = 600,
+    seed: int = 7,
+    session: DayOption = BENCH_DAY,
+    as_json: JsonOption = False,
+) -> None:
+    """Scan cycle time: indicators + every built-in scan + deltas, median and p99."""
+    from tapescan.ops.bench import bench_scan  # noqa: PLC0415
+
+    day = _bench_session(session)
+    _print_report(bench_scan(symbols, cycles, seed, day, market_calendar(), _progress), as_json)
+
+
+@bench_app.command("ingest")
+def bench_ingest_command(
+    symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
+    seconds: Annotated[
+        int, typer.Option(min=1, max=3_600, help="Seconds of market to encode.")
+    ] = 120,
+    events_per_frame: Annotated[
+        int, typer.Option(min=1, max=100_000, help="A messages per WebSocket frame.")
+    ] = 500,
+    frames_per_read: Annotated[
+        int, typer.Option(min=1, max=1_000, help="Frames drained from the socket per state update.")
+    ] = 1,
+    repeats: Annotated[int, typer.Option(min=1, max=50)] = 5,
+    seed: int = 7,
+    session: DayOption = BENCH_DAY,
+    as_json: JsonOption = False,
+) -> None:
+    """Per-second aggregate frames (Massive JSON) decoded and applied to state, events/s."""
+    from tapescan.ops.bench import bench_ingest  # noqa: PLC0415
+
+    day = _bench_session(session)
+    report = bench_ingest(
+        symbols,
+        seconds,
+        events_per_frame,
+        frames_per_read,
+        repeats,
+        seed,
+        day,
+        market_calendar(),
+        _progress,
+    )
+    _print_report(report, as_json)
+
+
+@bench_app.command("memory")
+def bench_memory_command(
+    symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
+    seed: int = 7,
+    session: DayOption = BENCH_DAY,
+    as_json: JsonOption = False,
+) -> None:
+    """RSS through a whole simulated day replayed flat out (10:00 versus 16:00)."""
+    from tapescan.ops.bench import bench_memory  # noqa: PLC0415
+
+    day = _bench_session(session)
+    _print_report(bench_memory(symbols, seed, day, market_calendar(), _progress), as_json)
 
 
 def main() -> None:

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     reference: Path | None = None
 
     shutdown_timeout_s: float = Field(default=1.5, gt=0, le=30)
+    scan_interval_s: float = Field(default=1.0, ge=0.1, le=60, description="Scan cycle period.")
+    scans_file: Path | None = Field(default=None, description="TOML file of user scans.")
 
     @model_validator(mode="after")
     def _replay_needs_files(self) -> Settings:

@@ -14,6 +14,7 @@ from tapescan.feeds.monitor import FeedMonitor
 from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import Clock
 from tapescan.model import FeedState
+from tapescan.scan.scanner import ScanStats
 
 
 class NodeView(Protocol):
@@ -30,6 +31,9 @@ class NodeView(Protocol):
 
     @property
     def started_ns(self) -> int: ...
+
+    @property
+    def stats(self) -> ScanStats: ...
 
 
 class FeedHealth(BaseModel):
@@ -53,6 +57,15 @@ class SessionHealth(BaseModel):
     phase: str
 
 
+class ScanHealth(BaseModel):
+    warmed_up: bool
+    warmup_done: int
+    warmup_total: int
+    cycles: int
+    last_cycle_ms: float
+    deltas: int
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -60,6 +73,7 @@ class Health(BaseModel):
     feed: FeedHealth
     clock: ClockHealth
     session: SessionHealth
+    scans: ScanHealth
 
 
 def health_of(node: NodeView) -> Health:
@@ -86,6 +100,14 @@ def health_of(node: NodeView) -> Health:
         session=SessionHealth(
             date=node.calendar.trading_day(now_ns).isoformat(),
             phase=node.calendar.phase(now_ns).value,
+        ),
+        scans=ScanHealth(
+            warmed_up=node.stats.warmed_up,
+            warmup_done=node.stats.warmup_done,
+            warmup_total=node.stats.warmup_total,
+            cycles=node.stats.cycles,
+            last_cycle_ms=round(node.stats.last_cycle_ms, 3),
+            deltas=node.stats.deltas,
         ),
     )
 

@@ -6,7 +6,6 @@ fresh snapshot exactly.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,24 +17,42 @@ FloatArray = npt.NDArray[np.float64]
 WireValue = str | float | int | bool | None
 
 
-def round_for_display(values: FloatArray, kind: Kind) -> FloatArray:
-    if kind is Kind.PRICE:
-        return np.where(np.abs(values) >= 1.0, np.round(values, 2), np.round(values, 4))
-    if kind in (Kind.PERCENT, Kind.RATIO):
-        return np.round(values, 2)
-    if kind is Kind.COUNT:
-        return np.round(values, 0)
-    return values
+class MatrixRounding:
+    """Rounds a (rows, columns) matrix whose columns have ``kinds`` in a few vectorized calls."""
+
+    def __init__(self, kinds: Sequence[Kind]) -> None:
+        self._prices = np.array([k is Kind.PRICE for k in kinds], dtype=np.bool_)
+        self._hundredths = np.array(
+            [k in (Kind.PERCENT, Kind.RATIO) for k in kinds], dtype=np.bool_
+        )
+        self._counts = np.array([k is Kind.COUNT for k in kinds], dtype=np.bool_)
+        self._any_price = bool(self._prices.any())
+
+    def apply(self, raw: FloatArray) -> FloatArray:
+        out = raw.copy()
+        out[:, self._hundredths] = np.round(raw[:, self._hundredths], 2)
+        out[:, self._counts] = np.round(raw[:, self._counts], 0)
+        if self._any_price:
+            prices = raw[:, self._prices]
+            out[:, self._prices] = np.where(
+                np.abs(prices) >= 1.0, np.round(prices, 2), np.round(prices, 4)
+            )
+        return out
 
 
-def wire_value(value: float, kind: Kind) -> WireValue:
-    if math.isnan(value):
-        return None
+def wire_column(values: FloatArray, kind: Kind) -> list[WireValue]:
+    """One column of rounded values as JSON-ready Python values (None for null)."""
+    missing = np.isnan(values)
     if kind is Kind.COUNT:
-        return int(value)
-    if kind is Kind.FLAG:
-        return bool(value)
-    return float(value) + 0.0  # normalises -0.0 to 0.0
+        converted = np.where(missing, 0, values).astype(np.int64).astype(object)
+    elif kind is Kind.FLAG:
+        converted = (values != 0).astype(object)
+    else:
+        converted = (values + 0.0).astype(object)  # + 0.0 turns -0.0 into 0.0
+    if missing.any():
+        converted[missing] = None
+    out: list[WireValue] = converted.tolist()
+    return out
 
 
 def column_kinds(columns: Sequence[str]) -> list[Kind]:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from tapescan.indicators.catalog import BY_NAME, Kind
 from tapescan.scan.definition import Filter, ScanDefinition
-from tapescan.scan.display import WireValue, round_for_display, wire_value
+from tapescan.scan.display import MatrixRounding, WireValue, wire_column
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -55,6 +55,7 @@ class CompiledScan:
             c for c in definition.columns if BY_NAME[c].kind is not Kind.TEXT
         )
         self.kinds = tuple(BY_NAME[c].kind for c in self.numeric_columns)
+        self._rounding = MatrixRounding(self.kinds)
         self._sessions = frozenset(definition.sessions)
 
     def _filter_mask(self, f: Filter, columns: Mapping[str, FloatArray]) -> BoolArray:
@@ -65,56 +66,83 @@ class CompiledScan:
             same: BoolArray = text == f.value
             return same if f.op == "==" else ~same
         values = columns[f.field]
-        known = ~np.isnan(values)
+        # Comparisons with NaN are false, so null fields drop out by themselves; only != needs
+        # an explicit check.
         if f.op == "between":
             low, high = cast(tuple[float, float], f.value)
-            return known & (values >= low) & (values <= high)
+            return (values >= low) & (values <= high)
         if f.op == "in":
-            assert isinstance(f.value, tuple)
-            return known & np.isin(values, np.asarray(f.value, dtype=np.float64))
+            return np.isin(values, np.asarray(f.value, dtype=np.float64))
         assert isinstance(f.value, float | bool)
-        return known & _COMPARE[f.op](values, float(f.value))
+        result = _COMPARE[f.op](values, float(f.value))
+        return result & ~np.isnan(values) if f.op == "!=" else result
 
-    def evaluate(self, columns: Mapping[str, FloatArray], phase: str) -> ScanResult:
+    def evaluate(
+        self,
+        columns: Mapping[str, FloatArray],
+        phase: str,
+        masks: dict[Filter, BoolArray] | None = None,
+    ) -> ScanResult:
+        """Rank the scan's rows; ``masks`` caches filter masks shared by scans in one cycle."""
         if phase not in self._sessions:
             empty = np.zeros(0, dtype=np.int64)
             return ScanResult(
                 self.definition, False, empty, np.zeros((0, len(self.numeric_columns)))
             )
         key = columns[self.definition.sort.field]
-        mask = ~np.isnan(key)
-        for f in self.definition.filters:
-            mask &= self._filter_mask(f, columns)
-        candidates = np.flatnonzero(mask)
-        ranked_key = (
-            key[candidates] if self.definition.sort.direction == "asc" else -key[candidates]
-        )
+        filters = self.definition.filters
+        if filters:
+            cache = masks if masks is not None else {}
+            parts = []
+            for f in filters:
+                part = cache.get(f)
+                if part is None:
+                    part = cache[f] = self._filter_mask(f, columns)
+                parts.append(part)
+            mask = parts[0] & parts[1] if len(parts) > 1 else parts[0].copy()
+            for part in parts[2:]:
+                mask &= part
+            candidates = np.flatnonzero(mask)
+        else:
+            candidates = np.arange(len(key))
+        keys = key[candidates]
+        ranked = ~np.isnan(keys)
+        candidates, keys = candidates[ranked], keys[ranked]
+        ranked_key = keys if self.definition.sort.direction == "asc" else -keys
+        limit = self.definition.limit
+        if len(candidates) > 2 * limit:
+            # Only the best `limit` are needed: cut at the limit-th key (keeping its ties).
+            cutoff = np.partition(ranked_key, limit - 1)[limit - 1]
+            best = ranked_key <= cutoff
+            candidates, ranked_key = candidates[best], ranked_key[best]
         # Ties go to the alphabetically first symbol, so the order is fully determined.
-        order = np.lexsort((self._symbol_rank[candidates], ranked_key))[: self.definition.limit]
+        order = np.lexsort((self._symbol_rank[candidates], ranked_key))[:limit]
         rows = candidates[order]
-        values = np.empty((len(rows), len(self.numeric_columns)))
-        for j, (name, kind) in enumerate(zip(self.numeric_columns, self.kinds, strict=True)):
-            values[:, j] = round_for_display(columns[name][rows], kind)
-        return ScanResult(self.definition, True, rows, values)
+        raw = np.empty((len(rows), len(self.numeric_columns)))
+        for j, name in enumerate(self.numeric_columns):
+            raw[:, j] = columns[name][rows]
+        return ScanResult(self.definition, True, rows, self._rounding.apply(raw))
 
     def wire_rows(
         self, result: ScanResult, positions: Sequence[int] | None = None
-    ) -> list[list[WireValue]]:
-        """Rows as lists in ``columns`` order (symbol first), for the given positions or all."""
-        chosen = range(len(result.rows)) if positions is None else positions
-        out: list[list[WireValue]] = []
-        for i in chosen:
-            row_index = int(result.rows[i])
-            numeric = iter(zip(result.values[i].tolist(), self.kinds, strict=True))
-            row: list[WireValue] = []
-            for name in self.definition.columns:
-                if BY_NAME[name].kind is Kind.TEXT:
-                    row.append(str(self._text[name][row_index]))
-                else:
-                    value, kind = next(numeric)
-                    row.append(wire_value(value, kind))
-            out.append(row)
-        return out
+    ) -> list[tuple[WireValue, ...]]:
+        """Rows as tuples in ``columns`` order (symbol first), for the given positions or all."""
+        chosen = (
+            np.arange(len(result.rows)) if positions is None else np.asarray(positions, np.int64)
+        )
+        rows = result.rows[chosen]
+        values = result.values[chosen]
+        numeric = iter(range(values.shape[1]))
+        columns: list[list[WireValue]] = []
+        for name in self.definition.columns:
+            kind = BY_NAME[name].kind
+            if name == "symbol":
+                columns.append([self.symbol_names[int(i)] for i in rows])
+            elif kind is Kind.TEXT:
+                columns.append(self._text[name][rows].tolist())
+            else:
+                columns.append(wire_column(values[:, next(numeric)], kind))
+        return list(zip(*columns, strict=True))
 
 
 def symbol_ranks(symbols: npt.NDArray[np.str_]) -> IndexArray:
@@ -140,4 +168,5 @@ class ScanEngine:
         }
 
     def evaluate(self, columns: Mapping[str, FloatArray], phase: str) -> dict[str, ScanResult]:
-        return {scan_id: scan.evaluate(columns, phase) for scan_id, scan in self.scans.items()}
+        masks: dict[Filter, BoolArray] = {}
+        return {scan_id: s.evaluate(columns, phase, masks) for scan_id, s in self.scans.items()}

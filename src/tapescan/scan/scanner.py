@@ -32,6 +32,18 @@ def text_columns(universe: Universe, reference: pa.Table | None) -> dict[str, np
     return columns
 
 
+@dataclass(slots=True)
+class ScanStats:
+    """How the scan loop of a running process is doing (for health and metrics)."""
+
+    cycles: int = 0
+    last_cycle_ms: float = 0.0
+    deltas: int = 0
+    warmup_done: int = 0
+    warmup_total: int = 0
+    warmed_up: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class CycleOutput:
     asof_ns: int

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from tapescan.scan.delta import Delta, Row, Snapshot
 from tapescan.scan.engine import CompiledScan, ScanResult
@@ -12,69 +13,80 @@ from tapescan.scan.engine import CompiledScan, ScanResult
 
 @dataclass(slots=True)
 class ScanTracker:
-    """The last published result of one scan and its sequence number."""
+    """The last published result of one scan, its wire rows and its sequence number."""
 
     scan: CompiledScan
     seq: int = 0
     asof_ns: int = 0
     result: ScanResult | None = None
-    _rows: dict[str, Row] | None = None
+    _rows: dict[str, Row] = field(default_factory=dict)
     _order: tuple[str, ...] = ()
 
     def update(self, result: ScanResult, asof_ns: int) -> Delta | None:
         """Record ``result``; the delta from the last one, or None when no shown value changed."""
         previous = self.result
-        changed, removed = _changes(previous, result)
-        symbols = self._symbols(result)
-        order_changed = symbols != self._order
-        if previous is not None and not changed and not removed and not order_changed:
-            self.result, self.asof_ns = result, asof_ns
-            return None
-        upsert = tuple(tuple(row) for row in self.scan.wire_rows(result, changed))
-        rows = self._rows if self._rows is not None else {}
-        removed_symbols = tuple(s for s in self._order if s not in set(symbols))
-        for symbol in removed_symbols:
-            rows.pop(symbol, None)
+        self.result, self.asof_ns = result, asof_ns
+        if previous is not None and np.array_equal(previous.rows, result.rows):
+            changed = np.flatnonzero(~_same_values(previous.values, result.values)).tolist()
+            if not changed:
+                return None
+            return self._publish(result, asof_ns, changed, self._order, order_changed=False)
+        symbols = tuple(self.scan.symbol_names[int(i)] for i in result.rows)
+        return self._publish(result, asof_ns, _changed_rows(previous, result), symbols, True)
+
+    def _publish(
+        self,
+        result: ScanResult,
+        asof_ns: int,
+        changed: list[int],
+        symbols: tuple[str, ...],
+        order_changed: bool,
+    ) -> Delta:
+        upsert = tuple(self.scan.wire_rows(result, changed))
+        members = set(symbols)
+        removed = tuple(s for s in self._order if s not in members) if order_changed else ()
+        for symbol in removed:
+            del self._rows[symbol]
         for row in upsert:
-            rows[str(row[0])] = row
+            self._rows[str(row[0])] = row
         delta = Delta(
             scan=self.scan.definition.id,
             seq=self.seq + 1,
             prev_seq=self.seq,
             asof_ns=asof_ns,
             upsert=upsert,
-            remove=removed_symbols,
+            remove=removed,
             order=symbols if order_changed else None,
         )
-        self.seq, self.asof_ns, self.result = delta.seq, asof_ns, result
-        self._rows, self._order = rows, symbols
+        self.seq, self._order = delta.seq, symbols
         return delta
 
-    def _symbols(self, result: ScanResult) -> tuple[str, ...]:
-        names = self.scan.symbol_names
-        return tuple(names[int(i)] for i in result.rows)
-
     def snapshot(self) -> Snapshot:
-        rows = self._rows or {}
         return Snapshot(
             scan=self.scan.definition.id,
             seq=self.seq,
             asof_ns=self.asof_ns,
             columns=self.scan.definition.columns,
-            rows=tuple(rows[s] for s in self._order),
+            rows=tuple(self._rows[s] for s in self._order),
         )
 
 
-def _changes(previous: ScanResult | None, current: ScanResult) -> tuple[list[int], bool]:
-    """Positions in ``current`` whose row is new or shows different values; whether any left."""
+def _same_values(
+    before: npt.NDArray[np.float64], after: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    same: npt.NDArray[np.bool_] = ((before == after) | (np.isnan(before) & np.isnan(after))).all(
+        axis=1
+    )
+    return same
+
+
+def _changed_rows(previous: ScanResult | None, current: ScanResult) -> list[int]:
+    """Positions in ``current`` whose symbol is new or whose shown values changed."""
     if previous is None or len(previous.rows) == 0:
-        return list(range(len(current.rows))), previous is not None and len(previous.rows) > 0
+        return list(range(len(current.rows)))
     sorter = np.argsort(previous.rows)
     sorted_rows = previous.rows[sorter]
     position = np.clip(np.searchsorted(sorted_rows, current.rows), 0, len(sorted_rows) - 1)
     found = sorted_rows[position] == current.rows
-    before = previous.values[sorter[position]]
-    same = (before == current.values) | (np.isnan(before) & np.isnan(current.values))
-    unchanged = found & same.all(axis=1)
-    removed = bool(np.isin(previous.rows, current.rows, invert=True).any())
-    return np.flatnonzero(~unchanged).tolist(), removed
+    unchanged = found & _same_values(previous.values[sorter[position]], current.values)
+    return np.flatnonzero(~unchanged).tolist()

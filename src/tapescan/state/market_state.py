@@ -117,7 +117,7 @@ class MarketState:
         self.regular_high = np.full(n, np.nan)
         self.regular_low = np.full(n, np.nan)
         self.regular_last = np.full(n, np.nan)
-        self.slot_volume = np.zeros((n, SLOTS_PER_DAY), dtype=np.int64)
+        self.slot_volume = np.zeros((n, SLOTS_PER_DAY), dtype=np.uint32)  # < 4.3e9 per 5 min
 
         # Windows over time, shared clocks for all symbols.
         self.minute_price = np.full((MINUTE_RING, n), np.nan)
@@ -331,7 +331,7 @@ class MarketState:
         _fmin_at(self.lod, rows, low)
 
         slot = np.clip((start - times.pre_open_ns) // NS_PER_SLOT, 0, SLOTS_PER_DAY - 1)
-        np.add.at(self.slot_volume, (rows, slot), volume)
+        np.add.at(self.slot_volume, (rows, slot), volume.astype(np.uint32))
 
         pre = start < times.regular_open_ns
         if pre.any():

@@ -1,0 +1,163 @@
+"""Pure parsing of Massive stocks WebSocket frames (bytes in, columnar batches out).
+
+A frame is a JSON array of messages. Per-second (``A``) and per-minute (``AM``) aggregates become
+AggregateBatch columns; status messages are returned as they are; other event types are skipped.
+Every field may be missing or wrong: such messages are counted and dropped, never raised, and
+one bad message never costs the rest of its frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+
+from tapescan.model import NS_PER_SECOND, AggregateBatch, AggregateKind, Universe
+
+NS_PER_MS = 1_000_000
+
+
+class Message(msgspec.Struct, frozen=True):
+    """Every field of A/AM/status that tapescan reads; all optional, unknown keys ignored."""
+
+    ev: str | None = None
+    sym: str | None = None
+    v: float | None = None
+    vw: float | None = None
+    o: float | None = None
+    h: float | None = None
+    l: float | None = None  # noqa: E741 - the protocol's name
+    c: float | None = None
+    z: float | None = None
+    s: int | None = None
+    e: int | None = None
+    status: str | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class ParseCounters:
+    frames: int = 0
+    aggregates: int = 0
+    malformed_frames: int = 0
+    malformed_messages: int = 0
+    unknown_symbols: int = 0
+    skipped_events: int = 0
+
+
+@dataclass(slots=True)
+class ParsedFrame:
+    batches: list[AggregateBatch] = field(default_factory=list)
+    statuses: list[tuple[str, str]] = field(default_factory=list)
+
+
+class EventType(msgspec.Struct, frozen=True):
+    ev: str | None = None
+
+
+PARSED_EVENTS = frozenset({"A", "AM", "status"})
+_frame_decoder = msgspec.json.Decoder(list[Message])
+_event_decoder = msgspec.json.Decoder(EventType)
+_raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_message_decoder = msgspec.json.Decoder(Message)
+
+
+class FrameParser:
+    def __init__(self, universe: Universe) -> None:
+        self._index = universe.mapping
+        self.counters = ParseCounters()
+
+    def _decode(self, frame: bytes) -> list[Message]:
+        try:
+            return _frame_decoder.decode(frame)
+        except msgspec.DecodeError:
+            pass
+        # A message with a wrongly typed field spoils the fast path; decode one by one.
+        try:
+            raws = _raw_decoder.decode(frame)
+        except msgspec.DecodeError:
+            self.counters.malformed_frames += 1
+            return []
+        messages = []
+        for raw in raws:
+            try:
+                if _event_decoder.decode(raw).ev not in PARSED_EVENTS:
+                    self.counters.skipped_events += 1  # other events reuse names with other types
+                    continue
+                messages.append(_message_decoder.decode(raw))
+            except msgspec.DecodeError:
+                self.counters.malformed_messages += 1
+        return messages
+
+    def parse(self, frame: bytes) -> ParsedFrame:
+        return self.parse_many((frame,))
+
+    def parse_many(self, frames: Iterable[bytes]) -> ParsedFrame:
+        """Frames received together (a drained socket buffer) as one batch per window length."""
+        counters = self.counters
+        parsed = ParsedFrame()
+        seconds: list[Message] = []
+        minutes: list[Message] = []
+        messages: list[Message] = []
+        for frame in frames:
+            counters.frames += 1
+            messages.extend(self._decode(frame))
+        for message in messages:
+            if message.ev == "A":
+                seconds.append(message)
+            elif message.ev == "AM":
+                minutes.append(message)
+            elif message.ev == "status":
+                parsed.statuses.append((message.status or "", message.message or ""))
+            else:
+                counters.skipped_events += 1
+        for kind, messages in ((AggregateKind.SECOND, seconds), (AggregateKind.MINUTE, minutes)):
+            if messages:
+                batch = self._columns(kind, messages)
+                if batch is not None:
+                    parsed.batches.append(batch)
+        return parsed
+
+    def _columns(self, kind: AggregateKind, messages: list[Message]) -> AggregateBatch | None:
+        get = self._index.get
+        rows = np.fromiter(
+            (get(m.sym, -1) if m.sym else -1 for m in messages), np.int64, len(messages)
+        )
+        start_ms = np.array([m.s for m in messages], dtype=np.float64)
+        values = {
+            name: np.array([getattr(m, name) for m in messages], dtype=np.float64)
+            for name in ("o", "h", "l", "c", "v", "vw", "z")
+        }
+        complete = ~np.isnan(start_ms) & np.fromiter(
+            (bool(m.sym) for m in messages), np.bool_, len(messages)
+        )
+        for name in ("o", "h", "l", "c", "v"):
+            complete &= ~np.isnan(values[name])
+        known = rows >= 0
+        self.counters.malformed_messages += int((~complete).sum())
+        self.counters.unknown_symbols += int((complete & ~known).sum())
+        keep = complete & known
+        if not keep.any():
+            return None
+        self.counters.aggregates += int(keep.sum())
+        volume = values["v"][keep]
+        vwap = values["vw"][keep]
+        typical = (values["h"][keep] + values["l"][keep] + values["c"][keep]) / 3
+        # z is the average trade size of the window: trades = volume / z.
+        size = values["z"][keep]
+        usable = size > 0
+        trades = np.where(usable, np.rint(volume / np.where(usable, size, 1.0)), 0)
+        return AggregateBatch(
+            kind=kind,
+            symbol_index=rows[keep].astype(np.int32),
+            start_ns=(start_ms[keep].astype(np.int64) * NS_PER_MS) // NS_PER_SECOND * NS_PER_SECOND,
+            open=values["o"][keep],
+            high=values["h"][keep],
+            low=values["l"][keep],
+            close=values["c"][keep],
+            volume=np.round(volume).astype(np.int64),
+            vwap=np.where(np.isnan(vwap), typical, vwap),
+            trades=trades.astype(np.int32),
+        )
