@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -89,6 +97,17 @@ class Settings(BaseSettings):
     scan_interval_s: float = Field(default=1.0, ge=0.1, le=60, description="Scan cycle period.")
     scans_file: Path | None = Field(default=None, description="TOML file of user scans.")
 
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for scan create/edit/delete; environment only."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser."
+    )
+    ws_queue_frames: int = Field(
+        default=256, ge=8, le=65_536, description="Per-client queue (x ~2 KB shared frames)."
+    )
+    ws_lag_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+
     @model_validator(mode="after")
     def _replay_needs_files(self) -> Settings:
         if self.feed == "replay" and (self.bars is None or self.daily is None):
@@ -124,6 +143,8 @@ def load_settings(
         path = DEFAULT_CONFIG_FILE
     if path is not None and not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path is not None:
+        _refuse_secrets_in(path)
     token = _config_file.set(path)
     try:
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -134,6 +155,22 @@ def load_settings(
         raise ConfigError(f"config file {path}: {error}") from None
     finally:
         _config_file.reset(token)
+
+
+SECRET_SETTINGS = ("admin_token",)
+
+
+def _refuse_secrets_in(path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return  # reported by the settings source with its own message
+    for name in SECRET_SETTINGS:
+        if name in data:
+            raise ConfigError(
+                f"config file {path}: {name} is a secret; set TAPESCAN_{name.upper()} in the "
+                "environment instead"
+            )
 
 
 def describe_error(error: ValidationError) -> str:

@@ -7,8 +7,10 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import uvicorn
 
 from tapescan.api.app import create_app
@@ -17,17 +19,24 @@ from tapescan.feeds.base import Feed
 from tapescan.feeds.monitor import FeedMonitor
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
+from tapescan.indicators.compute import compute_columns
 from tapescan.market.calendar import MarketCalendar, datetime_to_ns, et_to_ns, market_calendar
 from tapescan.market.clock import make_clock
 from tapescan.model import AggregateBatch, FeedState, FeedStatus, HaltEvent
 from tapescan.ops.memory import release_free_memory
-from tapescan.scan.library import builtin_scans, load_user_scans, merge
+from tapescan.publish.frames import Frame, iso
+from tapescan.publish.hub import FanoutLimits, Hub
+from tapescan.replay_until import symbol_values
+from tapescan.scan.definition import ScanDefinition
+from tapescan.scan.delta import Snapshot
+from tapescan.scan.registry import ScanRegistry
 from tapescan.scan.scanner import Scanner, ScanStats, text_columns
 from tapescan.state.market_state import MarketState
 from tapescan.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 SIM_DEFAULT_START = dt.time(9, 25)
+STATUS_EVERY_S = 5.0
 
 
 def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
@@ -88,13 +97,79 @@ class Node:
         reference = self.feed.reference()
         self.state = MarketState(self.feed.universe, self.calendar, self.session)
         self.state.load_reference(reference)
-        scans = merge(
-            builtin_scans(), load_user_scans(settings.scans_file) if settings.scans_file else []
+        self.universe = self.feed.universe
+        self.registry = ScanRegistry(settings.scans_file, settings.data_dir / "user_scans.json")
+        self.scanner = Scanner(
+            self.state, self.registry.definitions(), text_columns(self.universe, reference)
         )
-        self.scanner = Scanner(self.state, scans, text_columns(self.feed.universe, reference))
+        self.registry.on_change(self._scans_changed)
+        self.hub = Hub(
+            self._snapshot_of, FanoutLimits(settings.ws_queue_frames, settings.ws_lag_timeout_s)
+        )
         self.stats = ScanStats()
+        self._columns: dict[str, np.ndarray] | None = None
+        self._text = text_columns(self.universe, reference)
+        self._last_status: tuple[str, str, str] | None = None
+        self._last_status_at = 0.0
         self.app = create_app(self)
         self.tasks = TaskGroup()
+
+    def _snapshot_of(self, scan_id: str) -> Snapshot | None:
+        if scan_id not in self.scanner.trackers:
+            return None
+        return self.scanner.snapshot(scan_id)
+
+    def _scans_changed(
+        self, definitions: Sequence[ScanDefinition], changed: list[str], deleted: list[str]
+    ) -> None:
+        self.scanner.replace_scans(definitions)
+        if self.stats.warmed_up:
+            self._cycle()
+        self.hub.scans_replaced(changed, deleted)
+
+    def symbol_values(self, row: int) -> dict[str, Any]:
+        columns = self._columns if self._columns is not None else compute_columns(self.state)
+        return symbol_values(columns, self._text, row)
+
+    def status_frame(self) -> Frame:
+        now = self.clock.now_ns()
+        return Frame(
+            {
+                "type": "status",
+                "asof": iso(now),
+                "session": {
+                    "date": self.calendar.trading_day(now).isoformat(),
+                    "phase": self.calendar.phase(now).value,
+                },
+                "feed": {
+                    "name": self.monitor.name,
+                    "state": self.monitor.state.value,
+                    "lag_ms": round(self.monitor.last_lag_ns / 1e6, 3),
+                },
+                "scans": {
+                    "cycles": self.stats.cycles,
+                    "last_cycle_ms": round(self.stats.last_cycle_ms, 3),
+                },
+            }
+        )
+
+    def _cycle(self) -> None:
+        began = time.perf_counter_ns()
+        output = self.scanner.cycle()
+        self._columns = output.columns
+        self.stats.cycles += 1
+        self.stats.deltas += len(output.deltas)
+        self.stats.last_cycle_ms = (time.perf_counter_ns() - began) / 1e6
+        self.hub.publish(output.deltas)
+        status = self.status_frame()
+        key = (
+            status.message["session"]["phase"],
+            status.message["feed"]["state"],
+            status.message["session"]["date"],
+        )
+        if key != self._last_status or time.monotonic() - self._last_status_at >= STATUS_EVERY_S:
+            self._last_status, self._last_status_at = key, time.monotonic()
+            self.hub.broadcast(status)
 
     def _warmup_step(self, done: int, total: int) -> None:
         self.stats.warmup_done, self.stats.warmup_total = done, total
@@ -124,11 +199,16 @@ class Node:
             if not self.stats.warmed_up:
                 continue
             self.state.advance_to(max(self.state.now_ns, self.clock.now_ns()))
-            began = time.perf_counter_ns()
-            output = self.scanner.cycle()
-            self.stats.cycles += 1
-            self.stats.deltas += len(output.deltas)
-            self.stats.last_cycle_ms = (time.perf_counter_ns() - began) / 1e6
+            self._cycle()
+
+    async def _drop_laggards(self) -> None:
+        """Close clients that stayed behind past the lag timeout (close code 1013)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for client in self.hub.lagging_too_long():
+                log.info("disconnecting WebSocket client %d: behind for too long", client.id)
+                self.hub.disconnect(client)
+                client.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve and consume the feed until ``stop`` is set or a task fails."""
@@ -139,10 +219,14 @@ class Node:
                 port=self.settings.port,
                 log_level=self.settings.log_level,
                 lifespan="off",
+                ws_ping_interval=20.0,
+                ws_ping_timeout=20.0,
+                ws_max_size=1 << 20,  # frames over 64 KiB get an error; over 1 MiB a close
             )
         )
         self.tasks.start(self._consume_feed(), name="feed")
         self.tasks.start(self._scan_loop(), name="scan")
+        self.tasks.start(self._drop_laggards(), name="websocket-laggards")
         serving = self.tasks.start(server.serve(), name="http")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait({stopper, serving}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import FastClock
 from tapescan.model import AggregateBatch, HaltEvent
 from tapescan.scan.definition import ScanDefinition
-from tapescan.scan.scanner import CycleOutput, Scanner, text_columns
+from tapescan.scan.scanner import Scanner, text_columns
 from tapescan.state.market_state import MarketState
 
 
@@ -33,16 +33,14 @@ async def state_at(feed: Feed, calendar: MarketCalendar, until_ns: int) -> Marke
     return state
 
 
-def symbol_values(
-    state: MarketState, output: CycleOutput, text: dict[str, Any], row: int
-) -> dict[str, Any]:
+def symbol_values(columns: Mapping[str, Any], text: Mapping[str, Any], row: int) -> dict[str, Any]:
     """Every column of one symbol at full precision (null when unknown)."""
     values: dict[str, Any] = {}
     for column in COLUMNS:
         if column.kind is Kind.TEXT:
             values[column.name] = str(text[column.name][row])
             continue
-        value = float(output.columns[column.name][row])
+        value = float(columns[column.name][row])
         if np.isnan(value):
             values[column.name] = None
         elif column.kind is Kind.FLAG:
@@ -87,6 +85,6 @@ async def replay_report(
         "asof": ns_to_utc(until_ns).isoformat(),
         "session": {"date": state.times.date.isoformat(), "phase": output.phase},
         "scans": report_scans,
-        "symbols": {feed.universe.symbols[i]: symbol_values(state, output, text, i) for i in rows},
+        "symbols": {feed.universe.symbols[i]: symbol_values(output.columns, text, i) for i in rows},
         "ingest": {"accepted": state.counters.accepted, "rejected": state.counters.rejected},
     }

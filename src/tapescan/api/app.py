@@ -1,39 +1,65 @@
-"""The ASGI application: REST under /api/v1 (the serving issue adds the rest)."""
+"""The ASGI application: REST under /api/v1, the WebSocket, metrics and the web page."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import json
 import time
-from typing import Protocol
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel
 
 from tapescan import __version__
+from tapescan.api.ws import serve_websocket
+from tapescan.config import Settings
 from tapescan.feeds.monitor import FeedMonitor
+from tapescan.indicators.catalog import COLUMNS
 from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import Clock
-from tapescan.model import FeedState
-from tapescan.scan.scanner import ScanStats
+from tapescan.model import FeedState, Universe
+from tapescan.publish.frames import Frame, iso
+from tapescan.publish.hub import Hub
+from tapescan.scan.definition import ScanValidationError
+from tapescan.scan.registry import ScanConflictError, ScanRegistry
+from tapescan.scan.scanner import Scanner, ScanStats
+
+WEB_DIRECTORY = Path(__file__).parent / "web"
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
 
 
 class NodeView(Protocol):
     """What the API reads from the running process."""
 
-    @property
-    def clock(self) -> Clock: ...
+    settings: Settings
+    clock: Clock
+    calendar: MarketCalendar
+    monitor: FeedMonitor
+    started_ns: int
+    stats: ScanStats
+    scanner: Scanner
+    hub: Hub
+    registry: ScanRegistry
+    universe: Universe
 
-    @property
-    def calendar(self) -> MarketCalendar: ...
+    def status_frame(self) -> Frame: ...
 
-    @property
-    def monitor(self) -> FeedMonitor: ...
+    def symbol_values(self, row: int) -> dict[str, Any]: ...
 
-    @property
-    def started_ns(self) -> int: ...
 
-    @property
-    def stats(self) -> ScanStats: ...
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.extra = status, code, extra
 
 
 class FeedHealth(BaseModel):
@@ -74,12 +100,14 @@ class Health(BaseModel):
     clock: ClockHealth
     session: SessionHealth
     scans: ScanHealth
+    clients: int
 
 
 def health_of(node: NodeView) -> Health:
     monitor = node.monitor
     now_ns = node.clock.now_ns()
     failed = monitor.state is FeedState.FAILED
+    stats = node.stats
     return Health(
         status="failed" if failed else "ok",
         version=__version__,
@@ -102,34 +130,274 @@ def health_of(node: NodeView) -> Health:
             phase=node.calendar.phase(now_ns).value,
         ),
         scans=ScanHealth(
-            warmed_up=node.stats.warmed_up,
-            warmup_done=node.stats.warmup_done,
-            warmup_total=node.stats.warmup_total,
-            cycles=node.stats.cycles,
-            last_cycle_ms=round(node.stats.last_cycle_ms, 3),
-            deltas=node.stats.deltas,
+            warmed_up=stats.warmed_up,
+            warmup_done=stats.warmup_done,
+            warmup_total=stats.warmup_total,
+            cycles=stats.cycles,
+            last_cycle_ms=round(stats.last_cycle_ms, 3),
+            deltas=stats.deltas,
         ),
+        clients=len(node.hub.clients),
     )
+
+
+def _cursor_offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ApiError(
+            400, "bad_cursor", "cursor is not one this server gave; start without it"
+        ) from None
+    if not isinstance(offset, int) or offset < 0:
+        raise ApiError(400, "bad_cursor", "cursor is not one this server gave; start without it")
+    return offset
+
+
+def paginate(items: list[Any], limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
+    offset = _cursor_offset(cursor)
+    page = items[offset : offset + limit]
+    end = offset + len(page)
+    following = (
+        base64.urlsafe_b64encode(json.dumps({"o": end}).encode()).decode()
+        if end < len(items)
+        else None
+    )
+    return page, following
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size (at most 1000).")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 
 
 def create_app(node: NodeView) -> FastAPI:
     app = FastAPI(
         title="tapescan",
         version=__version__,
-        description="Real-time US equities scanner.",
+        description="Real-time US equities scanner. WebSocket protocol: docs/protocol.md.",
         openapi_url="/openapi.json",
     )
+    origins = list(node.settings.cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
-    @app.get(
-        "/api/v1/health",
-        response_model=Health,
-        responses={503: {"description": "The feed has failed", "model": Health}},
-    )
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"error": error.code, "message": str(error), **error.extra}, error.status
+        )
+
+    @app.exception_handler(ScanValidationError)
+    async def invalid_scan(_: Request, error: ScanValidationError) -> JSONResponse:
+        fields = [{"path": e.path, "message": e.message} for e in error.errors]
+        return JSONResponse(
+            {"error": "invalid_scan", "message": str(error), "fields": fields}, status_code=422
+        )
+
+    def admin(authorization: str | None) -> None:
+        token = node.settings.admin_token
+        if token is None:
+            raise ApiError(
+                403,
+                "admin_disabled",
+                "admin endpoints are off: start the server with TAPESCAN_ADMIN_TOKEN set",
+            )
+        if not authorization or not authorization.startswith("Bearer "):
+            raise ApiError(
+                401, "unauthorized", "send 'Authorization: Bearer <TAPESCAN_ADMIN_TOKEN>'"
+            )
+        if not hmac.compare_digest(
+            authorization.removeprefix("Bearer ").encode(), token.get_secret_value().encode()
+        ):
+            raise ApiError(403, "forbidden", "the admin token is wrong")
+
+    def scan_or_404(scan_id: str) -> None:
+        if node.registry.get(scan_id) is None:
+            raise ApiError(
+                404, "unknown_scan", f"no scan '{scan_id}'; GET /api/v1/scans lists them"
+            )
+
+    @app.get("/api/v1/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
-        """Liveness and feed state: 200 while the process works, 503 when its feed failed."""
+        """Liveness, feed, clock and scan loop; 503 when the feed has failed."""
         report = health_of(node)
         return JSONResponse(
             report.model_dump(), status_code=503 if report.status == "failed" else 200
         )
 
+    @app.get("/api/v1/session")
+    async def session() -> dict[str, Any]:
+        """The trading session the clock is in, its phase and its boundaries."""
+        now = node.clock.now_ns()
+        times = node.calendar.session(node.calendar.trading_day(now))
+        return {
+            "date": times.date.isoformat(),
+            "phase": times.phase_at(now).value,
+            "now": iso(now),
+            "early_close": times.early_close,
+            "pre_open": iso(times.pre_open_ns),
+            "regular_open": iso(times.regular_open_ns),
+            "regular_close": iso(times.regular_close_ns),
+            "post_close": iso(times.post_close_ns),
+        }
+
+    @app.get("/api/v1/scans")
+    async def list_scans(limit: Limit = DEFAULT_PAGE, cursor: Cursor = None) -> dict[str, Any]:
+        """Every scan definition, built-in and user."""
+        items, following = paginate(
+            [s.to_dict() for s in node.registry.definitions()], limit, cursor
+        )
+        return {"items": items, "next_cursor": following}
+
+    @app.get("/api/v1/scans/columns")
+    async def list_columns(limit: Limit = DEFAULT_PAGE, cursor: Cursor = None) -> dict[str, Any]:
+        """Every column a scan can filter, sort or show."""
+        rows = [
+            {"name": c.name, "kind": c.kind.value, "description": c.description} for c in COLUMNS
+        ]
+        items, following = paginate(rows, limit, cursor)
+        return {"items": items, "next_cursor": following}
+
+    @app.get("/api/v1/scans/{scan_id}")
+    async def get_scan(scan_id: str) -> dict[str, Any]:
+        scan_or_404(scan_id)
+        definition = node.registry.get(scan_id)
+        assert definition is not None
+        return definition.to_dict()
+
+    @app.post("/api/v1/scans", status_code=201)
+    async def create_scan(
+        body: dict[str, Any], authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        """Create a user scan (admin). 422 lists every invalid field."""
+        admin(authorization)
+        try:
+            return node.registry.create(body).to_dict()
+        except ScanConflictError as error:
+            raise ApiError(409, "scan_exists", str(error)) from None
+
+    @app.put("/api/v1/scans/{scan_id}")
+    async def replace_scan(
+        scan_id: str, body: dict[str, Any], authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        """Replace a scan's definition (admin)."""
+        admin(authorization)
+        scan_or_404(scan_id)
+        return node.registry.replace(scan_id, body).to_dict()
+
+    @app.delete("/api/v1/scans/{scan_id}", status_code=204)
+    async def delete_scan(
+        scan_id: str, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """Delete a scan made through the API (admin)."""
+        admin(authorization)
+        scan_or_404(scan_id)
+        try:
+            node.registry.delete(scan_id)
+        except ScanConflictError as error:
+            raise ApiError(409, "not_deletable", str(error)) from None
+        return Response(status_code=204)
+
+    @app.get("/api/v1/scans/{scan_id}/results")
+    async def scan_results(
+        scan_id: str, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None, at: str | None = None
+    ) -> dict[str, Any]:
+        """The current result (rows in rank order, display precision)."""
+        scan_or_404(scan_id)
+        if at is not None:
+            raise ApiError(
+                501,
+                "no_history",
+                "results at a past instant need the history store, which is not built yet",
+            )
+        snapshot = node.scanner.snapshot(scan_id)
+        rows, following = paginate([list(r) for r in snapshot.rows], limit, cursor)
+        return {
+            "scan": scan_id,
+            "seq": snapshot.seq,
+            "asof": iso(snapshot.asof_ns),
+            "columns": list(snapshot.columns),
+            "rows": rows,
+            "next_cursor": following,
+        }
+
+    @app.get("/api/v1/scans/{scan_id}/events")
+    async def scan_events(scan_id: str) -> dict[str, Any]:
+        scan_or_404(scan_id)
+        raise ApiError(
+            501, "no_history", "scan events need the history store, which is not built yet"
+        )
+
+    @app.get("/api/v1/symbols/{symbol}")
+    async def symbol(symbol: str) -> dict[str, Any]:
+        """Every column of one symbol, at full precision (null when unknown)."""
+        row = node.universe.index_of(symbol.upper())
+        if row < 0:
+            raise ApiError(
+                404,
+                "unknown_symbol",
+                f"'{symbol}' is not in the universe of {len(node.universe)} symbols",
+            )
+        return {
+            "symbol": symbol.upper(),
+            "asof": iso(node.scanner.state.now_ns),
+            "values": node.symbol_values(row),
+        }
+
+    @app.get("/api/v1/symbols/{symbol}/bars")
+    async def symbol_bars(symbol: str) -> dict[str, Any]:
+        if node.universe.index_of(symbol.upper()) < 0:
+            raise ApiError(404, "unknown_symbol", f"'{symbol}' is not in the universe")
+        raise ApiError(501, "no_history", "bars need the history store, which is not built yet")
+
+    registry = CollectorRegistry()
+    registry.register(_NodeCollector(node))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def websocket(websocket: WebSocket) -> None:
+        await serve_websocket(
+            websocket,
+            node.hub,
+            lambda: [s.id for s in node.registry.definitions()],
+            node.status_frame(),
+        )
+
+    if WEB_DIRECTORY.is_dir():
+        app.mount("/", StaticFiles(directory=WEB_DIRECTORY, html=True), name="web")
     return app
+
+
+class _NodeCollector:
+    def __init__(self, node: NodeView) -> None:
+        self._node = node
+
+    def collect(self) -> Any:
+        node = self._node
+        values = {
+            "tapescan_ws_clients": ("Connected WebSocket clients", len(node.hub.clients)),
+            "tapescan_ws_queued_frames": (
+                "Frames queued for all clients",
+                sum(c.queued for c in node.hub.clients),
+            ),
+            "tapescan_scan_cycles": ("Scan cycles run", node.stats.cycles),
+            "tapescan_scan_cycle_ms": ("Duration of the last scan cycle", node.stats.last_cycle_ms),
+            "tapescan_feed_aggregates": ("Aggregates received", node.monitor.aggregates),
+            "tapescan_feed_lag_ms": ("Lag of the last event", node.monitor.last_lag_ns / 1e6),
+            "tapescan_ingest_rejected": (
+                "Rows refused by state",
+                node.scanner.state.counters.rejected,
+            ),
+        }
+        for name, (help_text, value) in values.items():
+            yield GaugeMetricFamily(name, help_text, value=float(value))

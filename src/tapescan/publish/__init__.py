@@ -1,0 +1,1 @@
+"""Publishing scan results: frames encoded once, fanned out to bounded client queues."""

@@ -1,0 +1,188 @@
+"""Fan-out of scan frames to WebSocket clients: shared frames, bounded queues, coalescing.
+
+Publishing never waits: a frame is appended to each subscriber's queue or, when that queue is
+full, the client's queued frames are dropped and it is marked lagging. A lagging client gets one
+fresh snapshot of each scan it follows as soon as its socket has taken what it was sending, and
+is disconnected if it stays behind past the lag timeout. A slow client never delays the others.
+
+Worst-case memory: clients x queue_frames x one reference; the frames themselves are shared
+(a delta of a 50-row scan is ~1-2 KB, encoded once per format).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tapescan.publish.frames import Frame, WireFormat, delta_frame, error_frame, snapshot_frame
+from tapescan.scan.delta import Delta, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutLimits:
+    queue_frames: int = 256  # per client; x ~2 KB shared frames
+    lag_timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class ClientStats:
+    sent_frames: int = 0
+    dropped_frames: int = 0
+    resnapshots: int = 0
+
+
+class ClientSession:
+    """One connected client: its subscriptions and its bounded queue of shared frames."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, hub: Hub, wire: WireFormat, limits: FanoutLimits) -> None:
+        self.id = next(self._ids)
+        self.wire = wire
+        self.scans: set[str] = set()
+        self.stats = ClientStats()
+        self.lagging_since: float | None = None
+        self._hub = hub
+        self._limits = limits
+        self._queue: deque[Frame] = deque()
+        self._ready = asyncio.Event()
+        self._closer: Callable[[], None] | None = None
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closer = closer
+
+    def close(self) -> None:
+        """Ask the connection to close (the hub has already forgotten this client)."""
+        if self._closer is not None:
+            self._closer()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def offer(self, frame: Frame) -> None:
+        """Queue ``frame`` unless the client is lagging; overflow turns it lagging."""
+        if self.lagging_since is not None:
+            self.stats.dropped_frames += 1
+            return
+        if len(self._queue) >= self._limits.queue_frames:
+            self.stats.dropped_frames += len(self._queue) + 1
+            self._queue.clear()
+            self.lagging_since = time.monotonic()
+            self._ready.set()
+            return
+        self._queue.append(frame)
+        self._ready.set()
+
+    async def next_frame(self) -> Frame:
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self.lagging_since is not None:
+                # Caught up: everything queued before the overflow is gone; start afresh.
+                self.lagging_since = None
+                self.stats.resnapshots += 1
+                for scan in sorted(self.scans):
+                    frame = self._hub.snapshot_frame(scan)
+                    if frame is not None:
+                        self._queue.append(frame)
+                continue
+            self._ready.clear()
+            await self._ready.wait()
+
+
+class Hub:
+    def __init__(
+        self,
+        snapshot_of: Callable[[str], Snapshot | None],
+        limits: FanoutLimits | None = None,
+    ) -> None:
+        self.limits = limits or FanoutLimits()
+        self._snapshot_of = snapshot_of
+        self.clients: set[ClientSession] = set()
+        self._subscribers: dict[str, set[ClientSession]] = {}
+        self._snapshots: dict[str, tuple[int, Frame]] = {}
+
+    def connect(self, wire: WireFormat) -> ClientSession:
+        client = ClientSession(self, wire, self.limits)
+        self.clients.add(client)
+        return client
+
+    def disconnect(self, client: ClientSession) -> None:
+        self.clients.discard(client)
+        for scan in client.scans:
+            self._subscribers.get(scan, set()).discard(client)
+        client.scans.clear()
+
+    def snapshot_frame(self, scan: str) -> Frame | None:
+        """The current snapshot of ``scan``, encoded once per sequence number."""
+        snapshot = self._snapshot_of(scan)
+        if snapshot is None:
+            return None
+        cached = self._snapshots.get(scan)
+        if cached is not None and cached[0] == snapshot.seq:
+            return cached[1]
+        frame = snapshot_frame(snapshot)
+        self._snapshots[scan] = (snapshot.seq, frame)
+        return frame
+
+    def subscribe(self, client: ClientSession, scans: Iterable[str]) -> None:
+        for scan in scans:
+            frame = self.snapshot_frame(scan)
+            if frame is None:
+                client.offer(
+                    error_frame("unknown_scan", f"no scan '{scan}'; GET /api/v1/scans lists them")
+                )
+                continue
+            client.scans.add(scan)
+            self._subscribers.setdefault(scan, set()).add(client)
+            client.offer(frame)
+
+    def unsubscribe(self, client: ClientSession, scans: Iterable[str]) -> list[str]:
+        removed = []
+        for scan in scans:
+            if scan in client.scans:
+                client.scans.discard(scan)
+                self._subscribers.get(scan, set()).discard(client)
+                removed.append(scan)
+        return removed
+
+    def publish(self, deltas: Iterable[Delta]) -> None:
+        for delta in deltas:
+            subscribers = self._subscribers.get(delta.scan)
+            if not subscribers:
+                continue
+            frame = delta_frame(delta)
+            for client in subscribers:
+                client.offer(frame)
+
+    def broadcast(self, frame: Frame) -> None:
+        for client in self.clients:
+            client.offer(frame)
+
+    def scans_replaced(self, changed: Iterable[str], deleted: Iterable[str]) -> None:
+        """Definitions changed: subscribers get a fresh snapshot, or an error if it was deleted."""
+        for scan in changed:
+            self._snapshots.pop(scan, None)
+            for client in self._subscribers.get(scan, set()):
+                frame = self.snapshot_frame(scan)
+                if frame is not None:
+                    client.offer(frame)
+        for scan in deleted:
+            self._snapshots.pop(scan, None)
+            for client in list(self._subscribers.pop(scan, set())):
+                client.scans.discard(scan)
+                client.offer(error_frame("unknown_scan", f"scan '{scan}' was deleted"))
+
+    def lagging_too_long(self, now: float | None = None) -> list[ClientSession]:
+        moment = time.monotonic() if now is None else now
+        timeout = self.limits.lag_timeout_s
+        return [
+            c
+            for c in self.clients
+            if c.lagging_since is not None and moment - c.lagging_since > timeout
+        ]

@@ -1,0 +1,170 @@
+"""The WebSocket protocol with a real client against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.api.server import Server, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("ws"))
+    yield running
+    running.stop()
+
+
+def ws_url(server: Server, query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}/ws{query}"
+
+
+async def receive(
+    ws: ClientConnection, kind: str | None = None, scan: str | None = None
+) -> dict[str, Any]:
+    """The next message (of a type and scan, if given), skipping others."""
+    while True:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout=20))
+        if (kind is None or message["type"] == kind) and (
+            scan is None or message.get("scan") == scan
+        ):
+            return message
+
+
+class ClientTable:
+    """What a client holds for one scan: applies snapshots and deltas as docs/protocol.md says."""
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.seq: int = snapshot["seq"]
+        self.rows: dict[str, list[Any]] = {row[0]: row for row in snapshot["rows"]}
+        self.order: list[str] = [row[0] for row in snapshot["rows"]]
+
+    def apply(self, delta: dict[str, Any]) -> bool:
+        if delta["prev_seq"] != self.seq:
+            return False
+        for symbol in delta["remove"]:
+            self.rows.pop(symbol, None)
+        for row in delta["upsert"]:
+            self.rows[row[0]] = row
+        self.order = delta.get("order") or [s for s in self.order if s in self.rows]
+        self.seq = delta["seq"]
+        return True
+
+    def table(self) -> list[list[Any]]:
+        return [self.rows[s] for s in self.order]
+
+
+async def test_snapshot_then_deltas_rebuild_exactly_a_fresh_snapshot_at_the_same_seq(
+    server: Server,
+) -> None:
+    async with connect(ws_url(server)) as ws:
+        status = await receive(ws, "status")
+        assert status["feed"]["name"] == "sim"
+        await ws.send(json.dumps({"op": "subscribe", "scans": ["*"]}))
+        tables: dict[str, ClientTable] = {}
+        applied = 0
+        while applied < 30:
+            message = await receive(ws)
+            if message["type"] == "snapshot":
+                tables[message["scan"]] = ClientTable(message)
+            elif message["type"] == "delta":
+                assert tables[message["scan"]].apply(message), "a delta did not follow its seq"
+                applied += 1
+        for scan, table in tables.items():
+            await ws.send(json.dumps({"op": "resync", "scan": scan}))
+            while True:
+                message = await receive(ws)
+                if message["type"] == "delta":
+                    assert tables[message["scan"]].apply(message)
+                elif message["type"] == "snapshot" and message["scan"] == scan:
+                    break
+            assert message["seq"] == table.seq
+            assert message["rows"] == table.table(), scan
+
+
+async def test_a_forced_gap_is_detected_and_resync_recovers(server: Server) -> None:
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "scans": ["top_gainers", "high_rvol"]}))
+        scan = "top_gainers"
+        table = ClientTable(await receive(ws, "snapshot", scan))
+        await receive(ws, "delta", scan)  # lost on purpose
+        gap = await receive(ws, "delta", scan)
+        assert not table.apply(gap)
+        await ws.send(json.dumps({"op": "resync", "scan": scan}))
+        table = ClientTable(await receive(ws, "snapshot", scan))
+        following = await receive(ws, "delta", scan)
+        assert table.apply(following)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_json"),
+        ("[1, 2]", "bad_json"),
+        (json.dumps({"op": "dance"}), "unknown_op"),
+        (json.dumps({"op": "subscribe", "scans": ["no_such_scan"]}), "unknown_scan"),
+        (json.dumps({"op": "subscribe", "scans": "gappers_up"}), "bad_request"),
+        (json.dumps({"op": "resync"}), "bad_request"),
+        (json.dumps({"op": "ping", "pad": "x" * 70_000}), "frame_too_large"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
+    server: Server, frame: str, code: str
+) -> None:
+    async with connect(ws_url(server)) as ws:
+        await ws.send(frame)
+        error = await receive(ws, "error")
+        assert error["code"] == code
+        assert error["message"]
+        await ws.send(json.dumps({"op": "ping"}))
+        assert (await receive(ws, "pong"))["type"] == "pong"
+
+
+async def test_unsubscribe_stops_deltas_of_that_scan(server: Server) -> None:
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "scans": ["*"]}))
+        await receive(ws, "delta")
+        await ws.send(json.dumps({"op": "unsubscribe", "scans": ["*"]}))
+        answer = await receive(ws, "unsubscribed")
+        assert len(answer["scans"]) == 18
+        await ws.send(json.dumps({"op": "ping"}))
+        while (message := await receive(ws))["type"] != "pong":
+            assert message["type"] in {"delta", "status"}  # already queued before unsubscribing
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(receive(ws, "delta"), timeout=2.5)
+
+
+async def test_messagepack_on_request(server: Server) -> None:
+    async with connect(ws_url(server, "?format=msgpack")) as ws:
+        await ws.send(msgspec.msgpack.encode({"op": "subscribe", "scans": ["gappers_up"]}))
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), timeout=20)
+            assert isinstance(raw, bytes)
+            message = msgspec.msgpack.decode(raw)
+            if message["type"] == "snapshot":
+                break
+        assert message["scan"] == "gappers_up"
+        assert message["columns"][0] == "symbol"
+
+
+def test_delta_frames_of_a_50_row_scan_are_small(server: Server, tmp_path: Path) -> None:
+    async def sizes() -> list[int]:
+        out: list[int] = []
+        async with connect(ws_url(server)) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "scans": ["*"]}))
+            while len(out) < 40:
+                raw = await asyncio.wait_for(ws.recv(), timeout=20)
+                message = json.loads(raw)
+                if message["type"] == "delta":
+                    out.append(len(raw))
+        return out
+
+    measured = sorted(asyncio.run(sizes()))
+    assert measured[len(measured) // 2] <= 2048

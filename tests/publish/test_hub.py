@@ -1,0 +1,88 @@
+"""Fan-out: shared frames, bounded queues, a slow client coalesced to a fresh snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tapescan.publish.frames import WireFormat
+from tapescan.publish.hub import FanoutLimits, Hub
+from tapescan.scan.delta import Delta, Snapshot
+
+
+class Scans:
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def snapshot(self, scan: str) -> Snapshot | None:
+        if scan != "s":
+            return None
+        return Snapshot("s", self.seq, 0, ("symbol", "v"), (("A", float(self.seq)),))
+
+    def delta(self) -> Delta:
+        self.seq += 1
+        return Delta("s", self.seq, self.seq - 1, 0, (("A", float(self.seq)),), (), None)
+
+
+async def drain(client: object, count: int) -> list[str]:
+    out = []
+    for _ in range(count):
+        frame = await asyncio.wait_for(client.next_frame(), 1)  # type: ignore[attr-defined]
+        out.append(f"{frame.type}:{frame.message.get('seq')}")
+    return out
+
+
+async def test_each_frame_is_encoded_once_and_shared_by_every_client() -> None:
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(queue_frames=8))
+    clients = [hub.connect(WireFormat.JSON) for _ in range(3)]
+    for client in clients:
+        hub.subscribe(client, ["s"])
+    hub.publish([scans.delta()])
+    frames = [[await c.next_frame() for _ in range(2)] for c in clients]
+    assert frames[0][1] is frames[1][1] is frames[2][1]
+    assert frames[0][1].encoded(WireFormat.JSON) is frames[1][1].encoded(WireFormat.JSON)
+
+
+async def test_a_client_that_falls_behind_is_coalesced_to_one_fresh_snapshot_and_others_are_untouched() -> (
+    None
+):
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(queue_frames=4, lag_timeout_s=30))
+    slow, fast = hub.connect(WireFormat.JSON), hub.connect(WireFormat.JSON)
+    hub.subscribe(slow, ["s"])
+    hub.subscribe(fast, ["s"])
+    fast_seen = await drain(fast, 1)
+    for _ in range(10):
+        hub.publish([scans.delta()])
+        fast_seen += await drain(fast, 1)
+    assert fast_seen == ["snapshot:0"] + [f"delta:{i}" for i in range(1, 11)]
+    assert slow.lagging_since is not None
+    assert slow.queued == 0  # queued deltas were dropped: memory stays bounded
+    assert await drain(slow, 1) == ["snapshot:10"]  # one fresh snapshot once it catches up
+    hub.publish([scans.delta()])
+    assert await drain(slow, 1) == ["delta:11"]  # and deltas again from there
+    assert slow.stats.resnapshots == 1
+
+
+async def test_a_client_behind_past_the_timeout_is_reported_for_disconnection() -> None:
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(queue_frames=2, lag_timeout_s=5))
+    client = hub.connect(WireFormat.JSON)
+    hub.subscribe(client, ["s"])
+    for _ in range(5):
+        hub.publish([scans.delta()])
+    assert client.lagging_since is not None
+    assert hub.lagging_too_long(client.lagging_since + 4) == []
+    assert hub.lagging_too_long(client.lagging_since + 6) == [client]
+    hub.disconnect(client)
+    assert hub.clients == set()
+
+
+async def test_unknown_scans_get_an_error_frame() -> None:
+    hub = Hub(Scans().snapshot)
+    client = hub.connect(WireFormat.JSON)
+    hub.subscribe(client, ["nope"])
+    frame = await client.next_frame()
+    assert frame.message["type"] == "error"
+    assert frame.message["code"] == "unknown_scan"
+    assert client.scans == set()
