@@ -386,6 +386,22 @@ def bench_memory_command(
     _print_report(bench_memory(symbols, seed, day, market_calendar(), _progress), as_json)
 
 
+@bench_app.command("fanout")
+def bench_fanout_command(
+    clients: Annotated[int, typer.Option(min=1, max=5_000, help="Clients that read.")] = 100,
+    idle_clients: Annotated[
+        int, typer.Option(min=0, max=1_000, help="Clients that never read (phase two).")
+    ] = 0,
+    symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
+    seconds: Annotated[float, typer.Option(min=5, max=3_600, help="Measurement length.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """WebSocket delivery latency, server CPU and RSS with N real clients on 127.0.0.1."""
+    from tapescan.ops.fanout_bench import bench_fanout  # noqa: PLC0415
+
+    _print_report(bench_fanout(symbols, clients, idle_clients, seconds, _progress), as_json)
+
+
 def main() -> None:
     try:
         app()

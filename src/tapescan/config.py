@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         default=256, ge=8, le=65_536, description="Per-client queue (x ~2 KB shared frames)."
     )
     ws_lag_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    ws_stamp_frames: bool = Field(
+        default=False,
+        description="Add sent_ns (wall clock at cycle end) to deltas, for benchmarks.",
+    )
 
     @model_validator(mode="after")
     def _replay_needs_files(self) -> Settings:

@@ -36,7 +36,7 @@ from tapescan.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 SIM_DEFAULT_START = dt.time(9, 25)
-STATUS_EVERY_S = 5.0
+STATUS_EVERY_S = 2.0
 
 
 def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
@@ -132,26 +132,28 @@ class Node:
         return symbol_values(columns, self._text, row)
 
     def status_frame(self) -> Frame:
+        return Frame.of(self._status_message())
+
+    def _status_message(self) -> dict[str, Any]:
         now = self.clock.now_ns()
-        return Frame(
-            {
-                "type": "status",
-                "asof": iso(now),
-                "session": {
-                    "date": self.calendar.trading_day(now).isoformat(),
-                    "phase": self.calendar.phase(now).value,
-                },
-                "feed": {
-                    "name": self.monitor.name,
-                    "state": self.monitor.state.value,
-                    "lag_ms": round(self.monitor.last_lag_ns / 1e6, 3),
-                },
-                "scans": {
-                    "cycles": self.stats.cycles,
-                    "last_cycle_ms": round(self.stats.last_cycle_ms, 3),
-                },
-            }
-        )
+        return {
+            "type": "status",
+            "asof": iso(now),
+            "session": {
+                "date": self.calendar.trading_day(now).isoformat(),
+                "phase": self.calendar.phase(now).value,
+            },
+            "feed": {
+                "name": self.monitor.name,
+                "state": self.monitor.state.value,
+                "lag_ms": round(self.monitor.last_lag_ns / 1e6, 3),
+            },
+            "clock": {"speed": self.clock.speed},
+            "scans": {
+                "cycles": self.stats.cycles,
+                "last_cycle_ms": round(self.stats.last_cycle_ms, 3),
+            },
+        }
 
     def _cycle(self) -> None:
         began = time.perf_counter_ns()
@@ -160,16 +162,12 @@ class Node:
         self.stats.cycles += 1
         self.stats.deltas += len(output.deltas)
         self.stats.last_cycle_ms = (time.perf_counter_ns() - began) / 1e6
-        self.hub.publish(output.deltas)
-        status = self.status_frame()
-        key = (
-            status.message["session"]["phase"],
-            status.message["feed"]["state"],
-            status.message["session"]["date"],
-        )
+        self.hub.publish(output.deltas, time.time_ns() if self.settings.ws_stamp_frames else None)
+        status = self._status_message()
+        key = (status["session"]["phase"], status["feed"]["state"], status["session"]["date"])
         if key != self._last_status or time.monotonic() - self._last_status_at >= STATUS_EVERY_S:
             self._last_status, self._last_status_at = key, time.monotonic()
-            self.hub.broadcast(status)
+            self.hub.broadcast(Frame.of(status))
 
     def _warmup_step(self, done: int, total: int) -> None:
         self.stats.warmup_done, self.stats.warmup_total = done, total

@@ -27,7 +27,7 @@ async def drain(client: object, count: int) -> list[str]:
     out = []
     for _ in range(count):
         frame = await asyncio.wait_for(client.next_frame(), 1)  # type: ignore[attr-defined]
-        out.append(f"{frame.type}:{frame.message.get('seq')}")
+        out.append(f"{frame.type}:{frame.decoded().get('seq')}")
     return out
 
 
@@ -83,6 +83,6 @@ async def test_unknown_scans_get_an_error_frame() -> None:
     client = hub.connect(WireFormat.JSON)
     hub.subscribe(client, ["nope"])
     frame = await client.next_frame()
-    assert frame.message["type"] == "error"
-    assert frame.message["code"] == "unknown_scan"
+    assert frame.decoded()["type"] == "error"
+    assert frame.decoded()["code"] == "unknown_scan"
     assert client.scans == set()

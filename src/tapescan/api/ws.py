@@ -61,7 +61,7 @@ def handle(request: dict[str, Any], client: ClientSession, hub: Hub, known: list
         hub.subscribe(client, _scan_list(request, known))
     elif op == "unsubscribe":
         removed = hub.unsubscribe(client, _scan_list(request, sorted(client.scans)))
-        client.offer(Frame({"type": "unsubscribed", "scans": removed}))
+        client.offer(Frame.of({"type": "unsubscribed", "scans": removed}))
     elif op == "resync":
         scan = request.get("scan")
         if not isinstance(scan, str):

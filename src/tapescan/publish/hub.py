@@ -151,12 +151,13 @@ class Hub:
                 removed.append(scan)
         return removed
 
-    def publish(self, deltas: Iterable[Delta]) -> None:
+    def publish(self, deltas: Iterable[Delta], sent_ns: int | None = None) -> None:
+        """Offer each delta to its subscribers; ``sent_ns`` (wall time) is added for benchmarks."""
         for delta in deltas:
             subscribers = self._subscribers.get(delta.scan)
             if not subscribers:
                 continue
-            frame = delta_frame(delta)
+            frame = delta_frame(delta, sent_ns)
             for client in subscribers:
                 client.offer(frame)
 

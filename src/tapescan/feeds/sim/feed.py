@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
@@ -103,7 +104,12 @@ class SimFeed:
         halt_start = path.plan.halt_start
         halted_rows = np.flatnonzero(halt_start >= 0)
         for index in range(path.chunks):
-            chunk = path.chunk(index)
+            # Drawing 30 minutes of the market takes ~0.1 s: off the event loop when live.
+            chunk_end = int(path.times.pre_open_ns) + (index + 1) * CHUNK_MINUTES * NS_PER_MINUTE
+            if chunk_end <= start_ns:
+                chunk = path.chunk(index)
+            else:
+                chunk = await asyncio.to_thread(path.chunk, index)
             for minute in range(CHUNK_MINUTES):
                 minute_start = int(chunk.start_ns[minute])
                 if end_ns is not None and minute_start + NS_PER_MINUTE > end_ns:
@@ -153,7 +159,9 @@ class SimFeed:
         rng = np.random.default_rng(
             [self._market.seed, ordinal, chunk.first_minute + minute, SECOND_STREAM]
         )
-        for batch in split_minute(
+        # Splitting a minute of the whole market takes tens of ms: keep the loop responsive.
+        batches = await asyncio.to_thread(
+            split_minute,
             int(chunk.start_ns[minute]),
             bars.symbol_index,
             bars.open,
@@ -164,6 +172,7 @@ class SimFeed:
             bars.volume,
             bars.trades.astype(np.int64),
             rng,
-        ):
+        )
+        for batch in batches:
             await clock.sleep_until(batch.ts_event_ns)
             yield stamped(batch)

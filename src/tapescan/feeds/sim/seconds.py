@@ -19,15 +19,13 @@ IntArray = npt.NDArray[np.int64]
 SECONDS = 60
 
 
-def _split(total: IntArray, parts: IntArray, weights: FloatArray) -> IntArray:
-    """Split each row's ``total`` over its nonzero weights, at least 1 each, summing exactly."""
-    share = weights / weights.sum(axis=1, keepdims=True)
-    split = np.where(weights > 0, 1 + np.floor((total - parts)[:, None] * share), 0).astype(
-        np.int64
-    )
-    remainder = total - split.sum(axis=1)
-    rows = np.arange(len(total))
-    split[rows, np.argmax(weights, axis=1)] += remainder
+def _split(total: IntArray, parts: IntArray, first: IntArray, weights: FloatArray) -> IntArray:
+    """Split each row's ``total`` over its cells (rows are runs starting at ``first``), >= 1
+    each, summing exactly; the rounding remainder goes to the row's first cell."""
+    sums = np.add.reduceat(weights, first)
+    row = np.repeat(np.arange(len(total)), parts)
+    split = 1 + np.floor((total - parts)[row] * weights / sums[row]).astype(np.int64)
+    split[first] += total - np.add.reduceat(split, first)
     return split
 
 
@@ -43,52 +41,63 @@ def split_minute(
     trades: IntArray,
     rng: np.random.Generator,
 ) -> list[AggregateBatch]:
-    """The per-second batches (in time order, empty seconds left out) of one minute's bars."""
+    """The per-second batches (in time order, empty seconds left out) of one minute's bars.
+
+    Works on the traded (symbol, second) cells only: about a sixth of the full 60-column grid.
+    """
     n = len(symbol_index)
     if n == 0:
         return []
-    count = np.clip(np.minimum(trades, volume), 1, SECONDS)
-    rank = np.argsort(np.argsort(rng.random((n, SECONDS)), axis=1), axis=1)
-    active = rank < count[:, None]
-    rows = np.arange(n)
+    count = np.clip(np.minimum(trades, volume), 1, SECONDS).astype(np.int64)
+    # The seconds that trade: the `count` first of a random permutation of each row.
+    order = np.argsort(rng.random((n, SECONDS)), axis=1)
+    chosen = np.arange(SECONDS)[None, :] < count[:, None]
+    row_of = np.repeat(np.arange(n), count)
+    second_of = order[chosen]
+    by_row = np.lexsort((second_of, row_of))  # cells of a row in time order
+    second_of = second_of[by_row]
+    first = np.cumsum(count) - count
+    position = np.arange(len(row_of)) - first[row_of]
+    last = position == count[row_of] - 1
 
-    closes = round_to_tick(low[:, None] + (high - low)[:, None] * rng.random((n, SECONDS)))
-    last = np.where(active, np.arange(SECONDS)[None, :], -1).max(axis=1)
-    closes[rows, last] = close
-    positions = np.where(active, np.arange(SECONDS)[None, :], -1)
-    previous = np.maximum.accumulate(positions, axis=1)
-    previous = np.concatenate([np.full((n, 1), -1), previous[:, :-1]], axis=1)
-    opens = np.where(previous >= 0, closes[rows[:, None], np.maximum(previous, 0)], open_[:, None])
+    span_low, span_high = low[row_of], high[row_of]
+    closes = round_to_tick(span_low + (span_high - span_low) * rng.random(len(row_of)))
+    closes[last] = close[row_of[last]]
+    opens = np.empty_like(closes)
+    opens[1:] = closes[:-1]
+    opens[first] = open_
+    average = vwap[row_of]
+    highs = np.maximum(np.maximum(opens, closes), average)
+    lows = np.minimum(np.minimum(opens, closes), average)
+    highs[first + np.floor(rng.random(n) * count).astype(np.int64)] = high
+    lows[first + np.floor(rng.random(n) * count).astype(np.int64)] = low
 
-    highs = np.maximum(np.maximum(opens, closes), vwap[:, None])
-    lows = np.minimum(np.minimum(opens, closes), vwap[:, None])
-    high_rank = np.floor(rng.random(n) * count).astype(np.int64)
-    low_rank = np.floor(rng.random(n) * count).astype(np.int64)
-    highs = np.where(rank == high_rank[:, None], high[:, None], highs)
-    lows = np.where(rank == low_rank[:, None], low[:, None], lows)
+    weights = rng.exponential(1.0, len(row_of))
+    volumes = _split(volume, count, first, weights)
+    trade_counts = _split(trades, count, first, weights)
 
-    weights = np.where(active, rng.exponential(1.0, (n, SECONDS)), 0.0)
-    volumes = _split(volume, count, weights)
-    trade_counts = _split(trades, count, weights)
-
+    in_time = np.lexsort((row_of, second_of))
+    second_of, row_of = second_of[in_time], row_of[in_time]
+    opens, highs, lows, closes = opens[in_time], highs[in_time], lows[in_time], closes[in_time]
+    volumes, average = volumes[in_time], average[in_time]
+    trades_in_time = trade_counts[in_time].astype(np.int32)
+    symbols = symbol_index[row_of]
+    starts = minute_start_ns + second_of.astype(np.int64) * NS_PER_SECOND
+    bounds = np.flatnonzero(np.diff(second_of)) + 1
     batches: list[AggregateBatch] = []
-    for second in range(SECONDS):
-        here = active[:, second]
-        if not here.any():
-            continue
-        m = int(here.sum())
+    for begin, end in zip(np.r_[0, bounds], np.r_[bounds, len(second_of)], strict=True):
         batches.append(
             AggregateBatch(
                 kind=AggregateKind.SECOND,
-                symbol_index=symbol_index[here],
-                start_ns=np.full(m, minute_start_ns + second * NS_PER_SECOND, dtype=np.int64),
-                open=opens[here, second],
-                high=highs[here, second],
-                low=lows[here, second],
-                close=closes[here, second],
-                volume=volumes[here, second],
-                vwap=vwap[here],
-                trades=trade_counts[here, second].astype(np.int32),
+                symbol_index=symbols[begin:end],
+                start_ns=starts[begin:end],
+                open=opens[begin:end],
+                high=highs[begin:end],
+                low=lows[begin:end],
+                close=closes[begin:end],
+                volume=volumes[begin:end],
+                vwap=average[begin:end],
+                trades=trades_in_time[begin:end],
             )
         )
     return batches

@@ -1,0 +1,235 @@
+"""``tapescan bench fanout``: real WebSocket clients on 127.0.0.1 against a real server process.
+
+The server runs as a subprocess (simulated market, wall-clock pace, deltas stamped with the wall
+time at the end of their cycle); the clients run in this process. Reported: delivery latency
+(cycle end to client receipt), the server's CPU and RSS, and what idle (never-reading) clients
+cost the server and the other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+
+from tapescan.ops.bench import machine, percentile
+
+SCANS = ["top_gainers", "gappers_up", "high_rvol", "momentum_up"]
+CONNECT_BATCH = 100
+_decoder = msgspec.json.Decoder()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class Latencies:
+    """Samples of one measurement (bounded by its length: ~4 deltas/s per client)."""
+
+    values_ms: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        if not self.values_ms:
+            return {"count": 0}
+        return {
+            "count": len(self.values_ms),
+            "p50_ms": round(percentile(self.values_ms, 50), 3),
+            "p99_ms": round(percentile(self.values_ms, 99), 3),
+            "max_ms": round(max(self.values_ms), 3),
+            "median_delta_bytes": statistics.median(self.sizes),
+        }
+
+
+class ServerProcess:
+    def __init__(self, symbols: int, port: int, workdir: str) -> None:
+        env = {**os.environ, "TAPESCAN_WS_STAMP_FRAMES": "true", "TAPESCAN_WS_LAG_TIMEOUT_S": "30"}
+        self.url = f"127.0.0.1:{port}"
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [
+                sys.executable,
+                "-m",
+                "tapescan",
+                "run",
+                "--symbols",
+                str(symbols),
+                "--port",
+                str(port),
+                "--start",
+                "2026-11-24T10:00:00-05:00",
+                "--speed",
+                "1",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError("the server exited during start-up")
+                with contextlib.suppress(httpx.TransportError):
+                    health = (await client.get(f"http://{self.url}/api/v1/health")).json()
+                    if health["scans"]["cycles"] >= 2:
+                        return
+                await asyncio.sleep(0.5)
+        raise RuntimeError("the server did not warm up in time")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def _reader(ws: ClientConnection, into: Latencies, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
+        except TimeoutError:
+            continue
+        received = time.time_ns()
+        message = _decoder.decode(raw)
+        if message.get("type") == "delta" and "sent_ns" in message:
+            into.values_ms.append((received - message["sent_ns"]) / 1e6)
+            into.sizes.append(len(raw))
+
+
+async def _open(
+    url: str, count: int, scans: list[str], max_queue: int | None = 16
+) -> list[ClientConnection]:
+    connections: list[ClientConnection] = []
+    for first in range(0, count, CONNECT_BATCH):
+        batch = await asyncio.gather(
+            *(
+                connect(f"ws://{url}/ws", max_queue=max_queue, open_timeout=60)
+                for _ in range(first, min(count, first + CONNECT_BATCH))
+            )
+        )
+        for ws in batch:
+            await ws.send(msgspec.json.encode({"op": "subscribe", "scans": scans}))
+        connections.extend(batch)
+    return connections
+
+
+async def _measure(
+    server: ServerProcess, readers: list[ClientConnection], seconds: float
+) -> tuple[Latencies, dict[str, float]]:
+    latencies = Latencies()
+    stop = asyncio.Event()
+    cpu_before, began = server.cpu_seconds(), time.monotonic()
+    tasks = [
+        asyncio.create_task(_reader(ws, latencies, stop), name=f"bench-reader-{i}")
+        for i, ws in enumerate(readers)
+    ]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - began
+    return latencies, {
+        "cpu_percent": round(100 * (server.cpu_seconds() - cpu_before) / elapsed, 1),
+        "seconds": round(elapsed, 1),
+    }
+
+
+async def _bench(
+    symbols: int,
+    clients: int,
+    idle: int,
+    seconds: float,
+    port: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as workdir:
+        server = ServerProcess(symbols, port, workdir)
+        try:
+            progress(f"starting the server ({symbols} symbols) and waiting for warm-up")
+            await server.ready()
+            rss_start = server.rss_mb()
+            progress(f"connecting {clients} clients")
+            readers = await _open(server.url, clients, SCANS)
+            baseline, baseline_cpu = await _measure(server, readers, seconds)
+            report: dict[str, Any] = {
+                "clients": {
+                    "latency": baseline.summary(),
+                    **baseline_cpu,
+                    "rss_mb_before_clients": round(rss_start, 1),
+                    "rss_mb": round(server.rss_mb(), 1),
+                    "rss_growth_mb": round(server.rss_mb() - rss_start, 1),
+                },
+            }
+            if idle:
+                progress(f"adding {idle} clients that never read, for {seconds * 3:.0f} s")
+                rss_before_idle = server.rss_mb()
+                idlers = await _open(server.url, idle, ["*"], max_queue=1)
+                with_idle, idle_cpu = await _measure(server, readers, seconds * 3)
+                report["with_idle_clients"] = {
+                    "idle_clients": idle,
+                    "latency": with_idle.summary(),
+                    **idle_cpu,
+                    "rss_growth_mb": round(server.rss_mb() - rss_before_idle, 1),
+                }
+                for ws in idlers:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), 2)
+            for ws in readers:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 2)
+            return report
+        finally:
+            server.stop()
+
+
+def bench_fanout(
+    symbols: int, clients: int, idle: int, seconds: float, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    report = asyncio.run(_bench(symbols, clients, idle, seconds, free_port(), progress))
+    return {
+        "benchmark": "fanout",
+        "machine": machine(),
+        "inputs": {
+            "symbols": symbols,
+            "clients": clients,
+            "idle_clients": idle,
+            "scans_per_client": SCANS,
+            "seconds": seconds,
+            "server": "separate process on 127.0.0.1, wall-clock pace",
+        },
+        **report,
+        "target": {
+            "p99_ms_at_most": 100,
+            "rss_growth_mb_below": 150,
+            "idle_rss_growth_mb_below": 30,
+            "idle_p99_within_percent": 20,
+        },
+    }
