@@ -112,21 +112,43 @@ class ServerProcess:
             self.process.kill()
 
 
-async def _reader(ws: ClientConnection, into: Latencies, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
-        except TimeoutError:
-            continue
-        received = time.time_ns()
-        message = _decoder.decode(raw)
-        if message.get("type") == "delta" and "sent_ns" in message:
-            into.values_ms.append((received - message["sent_ns"]) / 1e6)
-            into.sizes.append(len(raw))
+class Readers:
+    """Reading clients that read from the moment they connect; samples count only while
+    recording, so connection set-up never shows up as latency."""
+
+    def __init__(self) -> None:
+        self.recording: Latencies | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, connections: list[ClientConnection]) -> None:
+        for ws in connections:
+            name = f"bench-reader-{len(self._tasks)}"
+            self._tasks.append(asyncio.create_task(self._read(ws), name=name))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                received = time.time_ns()
+                into = self.recording
+                if into is None:
+                    continue
+                message = _decoder.decode(raw)
+                if message.get("type") == "delta" and "sent_ns" in message:
+                    into.values_ms.append((received - message["sent_ns"]) / 1e6)
+                    into.sizes.append(len(raw))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def _open(
-    url: str, count: int, scans: list[str], max_queue: int | None = 16
+    url: str,
+    count: int,
+    scans: list[str],
+    max_queue: int | None = 16,
+    on_open: Callable[[list[ClientConnection]], None] | None = None,
 ) -> list[ClientConnection]:
     connections: list[ClientConnection] = []
     for first in range(0, count, CONNECT_BATCH):
@@ -138,26 +160,28 @@ async def _open(
         )
         for ws in batch:
             await ws.send(msgspec.json.encode({"op": "subscribe", "scans": scans}))
+        if on_open is not None:
+            on_open(list(batch))
         connections.extend(batch)
     return connections
 
 
 async def _measure(
-    server: ServerProcess, readers: list[ClientConnection], seconds: float
+    server: ServerProcess, readers: Readers, seconds: float, settle_s: float = 3.0
 ) -> tuple[Latencies, dict[str, float]]:
+    await asyncio.sleep(settle_s)  # let snapshots and any backlog of the set-up drain first
     latencies = Latencies()
-    stop = asyncio.Event()
     cpu_before, began = server.cpu_seconds(), time.monotonic()
-    tasks = [
-        asyncio.create_task(_reader(ws, latencies, stop), name=f"bench-reader-{i}")
-        for i, ws in enumerate(readers)
-    ]
+    client_cpu_before = time.process_time()
+    readers.recording = latencies
     await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.gather(*tasks)
+    readers.recording = None
     elapsed = time.monotonic() - began
     return latencies, {
         "cpu_percent": round(100 * (server.cpu_seconds() - cpu_before) / elapsed, 1),
+        "client_process_cpu_percent": round(
+            100 * (time.process_time() - client_cpu_before) / elapsed, 1
+        ),
         "seconds": round(elapsed, 1),
     }
 
@@ -177,7 +201,8 @@ async def _bench(
             await server.ready()
             rss_start = server.rss_mb()
             progress(f"connecting {clients} clients")
-            readers = await _open(server.url, clients, SCANS)
+            readers = Readers()
+            connections = await _open(server.url, clients, SCANS, on_open=readers.start)
             baseline, baseline_cpu = await _measure(server, readers, seconds)
             report: dict[str, Any] = {
                 "clients": {
@@ -202,7 +227,8 @@ async def _bench(
                 for ws in idlers:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(ws.close(), 2)
-            for ws in readers:
+            await readers.stop()
+            for ws in connections:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2)
             return report
