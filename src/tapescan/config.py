@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         default=256, ge=8, le=65_536, description="Per-client queue (x ~2 KB shared frames)."
     )
     ws_lag_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    ws_buffer_bytes: int = Field(
+        default=256 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="Per-client send buffer before the client counts as lagging "
+        "(worst case: clients x this; 1,000 x 256 KiB = 256 MiB).",
+    )
     ws_stamp_frames: bool = Field(
         default=False,
         description="Add sent_ns (wall clock at cycle end) to deltas, for benchmarks.",

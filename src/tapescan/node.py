@@ -14,6 +14,7 @@ import numpy as np
 import uvicorn
 
 from tapescan.api.app import create_app
+from tapescan.api.ws_transport import DirectWebSocketProtocol
 from tapescan.config import ConfigError, Settings
 from tapescan.feeds.base import Feed
 from tapescan.feeds.monitor import FeedMonitor
@@ -104,7 +105,10 @@ class Node:
         )
         self.registry.on_change(self._scans_changed)
         self.hub = Hub(
-            self._snapshot_of, FanoutLimits(settings.ws_queue_frames, settings.ws_lag_timeout_s)
+            self._snapshot_of,
+            FanoutLimits(
+                settings.ws_queue_frames, settings.ws_lag_timeout_s, settings.ws_buffer_bytes
+            ),
         )
         self.stats = ScanStats()
         self._columns: dict[str, np.ndarray] | None = None
@@ -202,7 +206,8 @@ class Node:
     async def _drop_laggards(self) -> None:
         """Close clients that stayed behind past the lag timeout (close code 1013)."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.2)
+            self.hub.service()
             for client in self.hub.lagging_too_long():
                 log.info("disconnecting WebSocket client %d: behind for too long", client.id)
                 self.hub.disconnect(client)
@@ -217,6 +222,8 @@ class Node:
                 port=self.settings.port,
                 log_level=self.settings.log_level,
                 lifespan="off",
+                ws=DirectWebSocketProtocol,
+                ws_per_message_deflate=False,  # frames are pre-framed once for every client
                 ws_ping_interval=20.0,
                 ws_ping_timeout=20.0,
                 ws_max_size=1 << 20,  # frames over 64 KiB get an error; over 1 MiB a close

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tapescan.api.ws_transport import TRANSPORT_EXTENSION
 from tapescan.publish.frames import PONG, Frame, WireFormat, error_frame
 from tapescan.publish.hub import ClientSession, Hub
 
@@ -99,8 +100,16 @@ async def serve_websocket(websocket: WebSocket, hub: Hub, known_scans: Any, stat
     )
     await websocket.accept()
     client = hub.connect(wire)
+    direct = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
+    if direct is not None:
+        await direct["handshake_completed"].wait()
+        client.transport = direct["transport"]
     client.offer(status)
-    sender = asyncio.create_task(_send_loop(websocket, client), name=f"ws-send-{client.id}")
+    # Without the transport (another ASGI server), frames go through a queue and this task.
+    sender = asyncio.create_task(
+        _send_loop(websocket, client) if direct is None else asyncio.Event().wait(),
+        name=f"ws-send-{client.id}",
+    )
     closing: list[asyncio.Task[None]] = []
 
     def close_lagging() -> None:

@@ -32,17 +32,38 @@ class Frame:
     type: str
     json: bytes
     msgpack: bytes
+    json_frame: bytes  # the whole WebSocket frame (RFC 6455, unmasked, no extensions)
+    msgpack_frame: bytes
 
     @classmethod
     def of(cls, message: dict[str, Any]) -> Frame:
-        return cls(str(message["type"]), _json.encode(message), _msgpack.encode(message))
+        text, binary = _json.encode(message), _msgpack.encode(message)
+        return cls(
+            str(message["type"]),
+            text,
+            binary,
+            websocket_header(len(text), text=True) + text,
+            websocket_header(len(binary), text=False) + binary,
+        )
 
     def encoded(self, wire: WireFormat) -> bytes:
         return self.json if wire is WireFormat.JSON else self.msgpack
 
+    def framed(self, wire: WireFormat) -> bytes:
+        return self.json_frame if wire is WireFormat.JSON else self.msgpack_frame
+
     def decoded(self) -> dict[str, Any]:
         message: dict[str, Any] = msgspec.json.decode(self.json)
         return message
+
+
+def websocket_header(length: int, text: bool) -> bytes:
+    first = 0x80 | (0x1 if text else 0x2)  # FIN + opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return bytes((first, 126)) + length.to_bytes(2, "big")
+    return bytes((first, 127)) + length.to_bytes(8, "big")
 
 
 def iso(ts_ns: int) -> str:

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from tapescan.publish.frames import Frame, WireFormat, delta_frame, error_frame, snapshot_frame
 from tapescan.scan.delta import Delta, Snapshot
@@ -24,8 +25,19 @@ from tapescan.scan.delta import Delta, Snapshot
 
 @dataclass(frozen=True, slots=True)
 class FanoutLimits:
-    queue_frames: int = 256  # per client; x ~2 KB shared frames
+    queue_frames: int = 256  # per client without a direct transport; x ~2 KB shared frames
     lag_timeout_s: float = 30.0
+    buffer_bytes: int = 256 * 1024  # per client's transport buffer before it counts as lagging
+
+
+class Transport(Protocol):
+    """The part of asyncio.WriteTransport the fan-out writes to."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -51,6 +63,7 @@ class ClientSession:
         self._queue: deque[Frame] = deque()
         self._ready = asyncio.Event()
         self._closer: Callable[[], None] | None = None
+        self.transport: Transport | None = None
 
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closer = closer
@@ -65,9 +78,12 @@ class ClientSession:
         return len(self._queue)
 
     def offer(self, frame: Frame) -> None:
-        """Queue ``frame`` unless the client is lagging; overflow turns it lagging."""
+        """Send or queue ``frame`` unless the client is lagging; overflow turns it lagging."""
         if self.lagging_since is not None:
             self.stats.dropped_frames += 1
+            return
+        if self.transport is not None:
+            self._write(self.transport, frame)
             return
         if len(self._queue) >= self._limits.queue_frames:
             self.stats.dropped_frames += len(self._queue) + 1
@@ -77,6 +93,31 @@ class ClientSession:
             return
         self._queue.append(frame)
         self._ready.set()
+
+    def _write(self, transport: Transport, frame: Frame) -> None:
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self._limits.buffer_bytes:
+            self.stats.dropped_frames += 1
+            self.lagging_since = time.monotonic()
+            return
+        transport.write(frame.framed(self.wire))
+        self.stats.sent_frames += 1
+
+    def catch_up(self) -> bool:
+        """For a direct client that lagged: once its buffer has drained, send fresh snapshots."""
+        transport = self.transport
+        if transport is None or self.lagging_since is None:
+            return False
+        if transport.get_write_buffer_size() > self._limits.buffer_bytes // 4:
+            return False
+        self.lagging_since = None
+        self.stats.resnapshots += 1
+        for scan in sorted(self.scans):
+            frame = self._hub.snapshot_frame(scan)
+            if frame is not None:
+                self._write(transport, frame)
+        return True
 
     async def next_frame(self) -> Frame:
         while True:
@@ -178,6 +219,11 @@ class Hub:
             for client in list(self._subscribers.pop(scan, set())):
                 client.scans.discard(scan)
                 client.offer(error_frame("unknown_scan", f"scan '{scan}' was deleted"))
+
+    def service(self) -> None:
+        """Resnapshot direct clients whose buffers have drained (called a few times a second)."""
+        for client in self.clients:
+            client.catch_up()
 
     def lagging_too_long(self, now: float | None = None) -> list[ClientSession]:
         moment = time.monotonic() if now is None else now
