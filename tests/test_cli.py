@@ -1,6 +1,5 @@
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from tapescan.cli import app
+from tests.api.server import free_port
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tapescan(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -23,7 +23,7 @@ from tapescan.feeds.sim.generator import SimMarket
 from tapescan.indicators.compute import compute_columns
 from tapescan.market.calendar import MarketCalendar, datetime_to_ns, et_to_ns, market_calendar
 from tapescan.market.clock import make_clock
-from tapescan.model import AggregateBatch, FeedState, FeedStatus, HaltEvent
+from tapescan.model import FeedState, FeedStatus
 from tapescan.ops.memory import release_free_memory
 from tapescan.publish.frames import Frame, iso
 from tapescan.publish.hub import FanoutLimits, Hub
@@ -185,10 +185,7 @@ class Node:
             release_free_memory()
             self.stats.warmed_up = True
             async for event in self.feed.events(self.clock, self.start_ns):
-                if isinstance(event, AggregateBatch):
-                    self.state.apply(event)
-                elif isinstance(event, HaltEvent):
-                    self.state.apply_halt(event)
+                self.state.apply_event(event)
                 self.monitor.observe(event, self.clock.now_ns())
         except Exception as error:
             self.monitor.observe(FeedStatus(FeedState.FAILED, str(error), self.clock.now_ns()), 0)

@@ -11,7 +11,6 @@ from tapescan.feeds.base import Feed
 from tapescan.indicators.catalog import COLUMNS, Kind
 from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import FastClock
-from tapescan.model import AggregateBatch, HaltEvent
 from tapescan.scan.definition import ScanDefinition
 from tapescan.scan.scanner import Scanner, text_columns
 from tapescan.state.market_state import MarketState
@@ -25,10 +24,7 @@ async def state_at(feed: Feed, calendar: MarketCalendar, until_ns: int) -> Marke
     state.load_warmup(feed.warmup(session))
     start = calendar.session(session).pre_open_ns
     async for event in feed.events(FastClock(start), start, until_ns):
-        if isinstance(event, AggregateBatch):
-            state.apply(event)
-        elif isinstance(event, HaltEvent):
-            state.apply_halt(event)
+        state.apply_event(event)
     state.advance_to(until_ns)
     return state
 

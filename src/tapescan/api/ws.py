@@ -106,14 +106,16 @@ async def serve_websocket(websocket: WebSocket, hub: Hub, known_scans: Any, stat
         client.transport = direct["transport"]
     client.offer(status)
     # Without the transport (another ASGI server), frames go through a queue and this task.
-    sender = asyncio.create_task(
-        _send_loop(websocket, client) if direct is None else asyncio.Event().wait(),
-        name=f"ws-send-{client.id}",
+    sender = (
+        asyncio.create_task(_send_loop(websocket, client), name=f"ws-send-{client.id}")
+        if direct is None
+        else None
     )
     closing: list[asyncio.Task[None]] = []
 
     def close_lagging() -> None:
-        sender.cancel()
+        if sender is not None:
+            sender.cancel()
         closing.append(asyncio.create_task(_close(websocket), name=f"ws-close-{client.id}"))
 
     client.on_close(close_lagging)
@@ -133,6 +135,7 @@ async def serve_websocket(websocket: WebSocket, hub: Hub, known_scans: Any, stat
         pass
     finally:
         hub.disconnect(client)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender

@@ -25,6 +25,7 @@ from tapescan.model import (
     NS_PER_SECOND,
     AggregateBatch,
     AggregateKind,
+    FeedEvent,
     HaltEvent,
     Universe,
 )
@@ -259,6 +260,13 @@ class MarketState:
         self._seconds_from_ns = None
 
     # ----------------------------------------------------------------- events
+
+    def apply_event(self, event: FeedEvent) -> None:
+        """Apply whatever a feed emitted (status events carry nothing for state)."""
+        if isinstance(event, AggregateBatch):
+            self.apply(event)
+        elif isinstance(event, HaltEvent):
+            self.apply_halt(event)
 
     def apply_halt(self, event: HaltEvent) -> None:
         if 0 <= event.symbol_index < len(self.universe):
