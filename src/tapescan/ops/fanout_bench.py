@@ -26,6 +26,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 
 from tapescan.ops.bench import machine, percentile
+from tapescan.ops.raw_ws_client import RawReader, open_readers
 
 SCANS = ["top_gainers", "gappers_up", "high_rvol", "momentum_up"]
 CONNECT_BATCH = 100
@@ -113,55 +114,46 @@ class ServerProcess:
 
 
 class Readers:
-    """Reading clients that read from the moment they connect; samples count only while
-    recording, so connection set-up never shows up as latency."""
+    """Reading clients (raw_ws_client) that read from the moment they connect; samples count
+    only while recording, so connection set-up never shows up as latency."""
 
     def __init__(self) -> None:
         self.recording: Latencies | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.connections: list[RawReader] = []
 
-    def start(self, connections: list[ClientConnection]) -> None:
-        for ws in connections:
-            name = f"bench-reader-{len(self._tasks)}"
-            self._tasks.append(asyncio.create_task(self._read(ws), name=name))
+    def sink(self, received_ns: int, payload: bytes) -> None:
+        into = self.recording
+        if into is None or not payload.startswith(b'{"type":"delta"'):
+            return
+        # sent_ns is the delta's last key: read it without decoding the whole frame.
+        marker = payload.rfind(b'"sent_ns":')
+        if marker < 0:
+            return
+        sent_ns = int(payload[marker + 10 : payload.index(b"}", marker)])
+        into.values_ms.append((received_ns - sent_ns) / 1e6)
+        into.sizes.append(len(payload))
 
-    async def _read(self, ws: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            async for raw in ws:
-                received = time.time_ns()
-                into = self.recording
-                if into is None:
-                    continue
-                message = _decoder.decode(raw)
-                if message.get("type") == "delta" and "sent_ns" in message:
-                    into.values_ms.append((received - message["sent_ns"]) / 1e6)
-                    into.sizes.append(len(raw))
+    async def connect(self, host: str, port: int, count: int, scans: list[str]) -> None:
+        subscribe = msgspec.json.encode({"op": "subscribe", "scans": scans})
+        self.connections += await open_readers(host, port, count, subscribe, self.sink)
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    def stop(self) -> None:
+        for reader in self.connections:
+            reader.close()
 
 
-async def _open(
-    url: str,
-    count: int,
-    scans: list[str],
-    max_queue: int | None = 16,
-    on_open: Callable[[list[ClientConnection]], None] | None = None,
-) -> list[ClientConnection]:
+async def _open_idle(url: str, count: int, scans: list[str]) -> list[ClientConnection]:
+    """Clients that subscribe and then never read (a full client library, reading paused)."""
     connections: list[ClientConnection] = []
     for first in range(0, count, CONNECT_BATCH):
         batch = await asyncio.gather(
             *(
-                connect(f"ws://{url}/ws", max_queue=max_queue, open_timeout=60)
+                connect(f"ws://{url}/ws", max_queue=1, open_timeout=60)
                 for _ in range(first, min(count, first + CONNECT_BATCH))
             )
         )
         for ws in batch:
             await ws.send(msgspec.json.encode({"op": "subscribe", "scans": scans}))
-        if on_open is not None:
-            on_open(list(batch))
         connections.extend(batch)
     return connections
 
@@ -202,7 +194,7 @@ async def _bench(
             rss_start = server.rss_mb()
             progress(f"connecting {clients} clients")
             readers = Readers()
-            connections = await _open(server.url, clients, SCANS, on_open=readers.start)
+            await readers.connect("127.0.0.1", port, clients, SCANS)
             baseline, baseline_cpu = await _measure(server, readers, seconds)
             report: dict[str, Any] = {
                 "clients": {
@@ -214,10 +206,10 @@ async def _bench(
                 },
             }
             if idle:
-                progress(f"adding {idle} clients that never read, for {seconds * 3:.0f} s")
+                progress(f"adding {idle} clients that never read, for {seconds:.0f} s")
                 rss_before_idle = server.rss_mb()
-                idlers = await _open(server.url, idle, ["*"], max_queue=1)
-                with_idle, idle_cpu = await _measure(server, readers, seconds * 3)
+                idlers = await _open_idle(server.url, idle, ["*"])
+                with_idle, idle_cpu = await _measure(server, readers, seconds)
                 report["with_idle_clients"] = {
                     "idle_clients": idle,
                     "latency": with_idle.summary(),
@@ -227,10 +219,7 @@ async def _bench(
                 for ws in idlers:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(ws.close(), 2)
-            await readers.stop()
-            for ws in connections:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 2)
+            readers.stop()
             return report
         finally:
             server.stop()
