@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tapescan.ops.raw_ws_client import open_readers
 from tests.api.server import Server, start_server
 
 
@@ -168,3 +169,25 @@ def test_delta_frames_of_a_50_row_scan_are_small(server: Server, tmp_path: Path)
 
     measured = sorted(asyncio.run(sizes()))
     assert measured[len(measured) // 2] <= 2048
+
+
+async def test_the_benchmarks_raw_reader_speaks_the_protocol(server: Server) -> None:
+    received: list[dict[str, Any]] = []
+    got_delta = asyncio.Event()
+
+    def sink(_: int, payload: bytes) -> None:
+        message = json.loads(payload)
+        received.append(message)
+        if message["type"] == "delta":
+            got_delta.set()
+
+    subscribe = json.dumps({"op": "subscribe", "scans": ["top_gainers"]}).encode()
+    readers = await open_readers("127.0.0.1", server.port, 3, subscribe, sink)
+    try:
+        await asyncio.wait_for(got_delta.wait(), timeout=20)
+    finally:
+        for reader in readers:
+            reader.close()
+    snapshots = [m for m in received if m["type"] == "snapshot"]
+    assert len(snapshots) == 3
+    assert {m["scan"] for m in snapshots} == {"top_gainers"}
