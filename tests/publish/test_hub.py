@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tapescan.publish.frames import WireFormat
 from tapescan.publish.hub import FanoutLimits, Hub
@@ -86,3 +87,71 @@ async def test_unknown_scans_get_an_error_frame() -> None:
     assert frame.decoded()["type"] == "error"
     assert frame.decoded()["code"] == "unknown_scan"
     assert client.scans == set()
+
+
+class FakeTransport:
+    """Records writes; its buffer size is whatever the test says."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def frames_in(data: bytes) -> list[dict[str, object]]:
+    """Decode a run of unmasked server text frames (payloads under 64 KiB)."""
+    out = []
+    while data:
+        length, offset = data[1] & 0x7F, 2
+        if length == 126:
+            length, offset = int.from_bytes(data[2:4], "big"), 4
+        out.append(json.loads(data[offset : offset + length]))
+        data = data[offset + length :]
+    return out
+
+
+async def test_a_direct_client_gets_all_frames_of_a_cycle_in_one_write_and_lags_past_its_buffer() -> (
+    None
+):
+    class Many:
+        def __init__(self) -> None:
+            self.seq = {"a": 0, "b": 0}
+
+        def snapshot(self, scan: str) -> Snapshot | None:
+            return Snapshot(scan, self.seq[scan], 0, ("symbol",), ()) if scan in self.seq else None
+
+        def delta(self, scan: str) -> Delta:
+            self.seq[scan] += 1
+            return Delta(scan, self.seq[scan], self.seq[scan] - 1, 0, (("A",),), (), None)
+
+    scans = Many()
+    hub = Hub(scans.snapshot, FanoutLimits(buffer_bytes=1_000))
+    client = hub.connect(WireFormat.JSON)
+    transport = FakeTransport()
+    client.transport = transport
+    hub.subscribe(client, ["a", "b"])
+    assert [m["type"] for w in transport.writes for m in frames_in(w)] == ["snapshot", "snapshot"]
+    transport.writes.clear()
+    hub.publish([scans.delta("a"), scans.delta("b")])
+    assert len(transport.writes) == 1
+    assert [(m["scan"], m["seq"]) for m in frames_in(transport.writes[0])] == [("a", 1), ("b", 1)]
+    transport.buffered = 5_000  # the peer stopped reading
+    hub.publish([scans.delta("a")])
+    assert client.lagging_since is not None
+    assert len(transport.writes) == 1
+    assert not client.catch_up()  # still full
+    transport.buffered = 0
+    assert client.catch_up()
+    fresh = [m for w in transport.writes[1:] for m in frames_in(w)]
+    assert [(m["type"], m["scan"], m["seq"]) for m in fresh] == [
+        ("snapshot", "a", 2),
+        ("snapshot", "b", 1),
+    ]
