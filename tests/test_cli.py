@@ -131,3 +131,22 @@ def test_run_serves_health_and_stops_within_two_seconds_on_ctrl_c(tmp_path: Path
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_run_with_a_bad_replay_file_exits_non_zero_naming_file_row_and_field(
+    tmp_path: Path,
+) -> None:
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "symbol,ts,open,high,low,close,volume\nAAA,2026-11-25T14:30:00Z,10,9,9.5,9.6,100\n"
+    )
+    daily = tmp_path / "daily.csv"
+    daily.write_text("symbol,date,open,high,low,close,volume\nAAA,2026-11-24,10,10.5,9.5,10,1000\n")
+    process = tapescan(
+        "run", "--feed", "replay", "--bars", str(bars), "--daily", str(daily), cwd=tmp_path
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert stderr.strip().splitlines() == [
+        "tapescan: bars.csv: row 1 (line 2), field 'high': high 9.0 is below low 9.5"
+    ]

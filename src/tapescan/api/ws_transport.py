@@ -8,7 +8,15 @@ frames (pings, close); every write is one whole frame, so they never interleave.
 
 from __future__ import annotations
 
-from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
+import warnings
+
+from uvicorn.config import UvicornDeprecationWarning
+
+with warnings.catch_warnings():
+    # uvicorn plans to point `websockets` at its sans-I/O implementation; until the direct
+    # transport access is ported there, this subclass keeps the legacy one (see the note).
+    warnings.simplefilter("ignore", UvicornDeprecationWarning)
+    from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
 
 TRANSPORT_EXTENSION = "tapescan.transport"
 
