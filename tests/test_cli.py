@@ -3,16 +3,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from tapescan.cli import app
-from tests.api.server import free_port
+from tests.api.server import Server
 
 runner = CliRunner()
 
@@ -27,28 +24,6 @@ def tapescan(*args: str, cwd: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for_health(
-    port: int,
-    process: subprocess.Popen[str],
-    timeout_s: float = 60,
-    until: Callable[[dict[str, Any]], bool] = lambda _: True,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"tapescan exited early: {process.communicate()}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
-            if response.status_code == 200:
-                body: dict[str, Any] = response.json()
-                if until(body):
-                    return body
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling a socket another process opens; there is nothing to await
-    raise AssertionError("tapescan did not answer /api/v1/health in time")
 
 
 def test_simulate_writes_the_three_files_and_snaps_a_holiday_end_date(tmp_path: Path) -> None:
@@ -112,25 +87,22 @@ def test_run_refuses_an_invalid_setting_with_one_line_and_no_traceback(tmp_path:
 
 
 def test_run_serves_health_and_stops_within_two_seconds_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
-    process = tapescan("run", "--symbols", "300", "--port", str(port), cwd=tmp_path)
+    server = Server(tmp_path, "--symbols", "300")
     try:
-        health = wait_for_health(port, process, until=lambda h: h["scans"]["cycles"] >= 2)
+        health = server.health(lambda h: h["scans"]["cycles"] >= 2)
         assert health["status"] == "ok"
         assert health["feed"]["name"] == "sim"
         assert health["feed"]["aggregates"] > 0
         assert health["scans"]["warmed_up"]
         assert health["session"]["phase"] in {"pre", "regular", "post", "closed"}
         began = time.monotonic()
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=5)
+        server.process.send_signal(signal.SIGINT)
+        _, stderr = server.process.communicate(timeout=5)
         assert time.monotonic() - began < 2.0
-        assert process.returncode == 0, stderr
+        assert server.process.returncode == 0, stderr
         assert "tapescan: stopped" in stderr
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        server.stop()
 
 
 def test_run_with_a_bad_replay_file_exits_non_zero_naming_file_row_and_field(

@@ -17,6 +17,19 @@ const ENRICH_CONCURRENCY = 4;
 const ENRICH_ROWS = 60;
 const SYMBOL_REFRESH_MS = 2000;
 const HISTORY_POINTS = 2000; // per symbol, for the fallback chart
+// Bounds for a page left open all day: at most this many symbols each in the price history,
+// the per-symbol column cache and the alert cooldowns (oldest dropped first).
+const HISTORY_SYMBOLS = 1000; // x 2,000 points x 2 numbers: ~32 MB at worst
+const ENRICH_SYMBOLS = 2000;
+const ALERT_KEYS = 5000;
+
+function capMap(map, capacity) {
+  // A Map iterates in insertion order: the first keys are the oldest.
+  for (const key of map.keys()) {
+    if (map.size <= capacity) break;
+    map.delete(key);
+  }
+}
 const DEFAULT_PANELS = [
   "top_gainers",
   "gappers_up",
@@ -350,6 +363,7 @@ function recordPrice(symbol, ms, price) {
   if (!points) {
     points = [];
     priceHistory.set(symbol, points);
+    capMap(priceHistory, HISTORY_SYMBOLS);
   }
   const last = points[points.length - 1];
   if (last && ms < last[0]) return;
@@ -772,7 +786,9 @@ const alerts = {
       const key = `${panel.scanId}:${symbol}`;
       const last = this.last.get(key);
       if (last !== undefined && now - last < cooldown) return false;
+      this.last.delete(key);
       this.last.set(key, now);
+      capMap(this.last, ALERT_KEYS);
       return true;
     });
     if (!fresh.length) return;
@@ -830,7 +846,9 @@ const enrich = {
   },
 
   store(symbol, values) {
+    this.cache.delete(symbol); // re-insert: the most recently refreshed is the youngest
     this.cache.set(symbol, { values, at: performance.now() });
+    capMap(this.cache, ENRICH_SYMBOLS);
     board.enriched(symbol);
   },
 
