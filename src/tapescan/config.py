@@ -119,6 +119,53 @@ class Settings(BaseSettings):
         description="Add sent_ns (wall clock at cycle end) to deltas, for benchmarks.",
     )
 
+    postgres_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/db for --store postgres; "
+        "environment only (TAPESCAN_POSTGRES_URL).",
+    )
+    postgres_schema: str = Field(
+        default="tapescan", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="Schema."
+    )
+    archive_dir: Path | None = Field(
+        default=None, description="Parquet archive of retired sessions; default DATA_DIR/archive."
+    )
+    retention_minute_sessions: int = Field(
+        default=5, ge=1, le=1_000, description="Sessions of minute bars kept hot."
+    )
+    retention_event_sessions: int = Field(
+        default=5, ge=1, le=1_000, description="Sessions of scan events and entries kept hot."
+    )
+    retention_slot_sessions: int = Field(
+        default=12,
+        ge=1,
+        le=1_000,
+        description="Sessions of slot-volume profiles kept hot (>= the RVOL baseline's 10).",
+    )
+    archive_zstd_level: int = Field(default=9, ge=1, le=22)
+    keyframe_minutes: float = Field(
+        default=5.0, gt=0, le=390, description="A full snapshot of every scan this often."
+    )
+    recorder_queue_rows: int = Field(
+        default=400_000,
+        ge=1_000,
+        le=50_000_000,
+        description="Rows held in memory for the store before spilling to Parquet "
+        "(worst case ~100 B a row: 400,000 x 100 B = 40 MB).",
+    )
+    recorder_flush_s: float = Field(
+        default=1.0, gt=0, le=60, description="Longest time a row waits before a write."
+    )
+    recorder_spill_max_bytes: int = Field(
+        default=10 * 1024**3,
+        ge=1024**2,
+        description="Disk the spill directory may use while the store is down (10 GiB).",
+    )
+
+    @property
+    def archive_path(self) -> Path:
+        return self.archive_dir if self.archive_dir is not None else self.data_dir / "archive"
+
     @model_validator(mode="after")
     def _replay_needs_files(self) -> Settings:
         if self.feed == "replay" and (self.bars is None or self.daily is None):
@@ -168,7 +215,7 @@ def load_settings(
         _config_file.reset(token)
 
 
-SECRET_SETTINGS = ("admin_token",)
+SECRET_SETTINGS = ("admin_token", "postgres_url")
 
 
 def _refuse_secrets_in(path: Path) -> None:

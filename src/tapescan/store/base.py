@@ -1,0 +1,126 @@
+"""The store contract both backends implement, and what they share.
+
+A store is used from threads: the recorder writes from its own thread while API requests read
+from the server's worker threads. Each backend keeps one connection for writing and one for
+reading, each behind its own lock, so a long write never waits for a read and the other way
+round. Query text is shared: ``%s`` placeholders, table names from ``tables.TABLES``.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tapescan.store.migrations import MIGRATIONS, Migration
+from tapescan.store.tables import TABLES, TableSpec, conform
+
+REPLACE_TABLES = frozenset({"symbols", "daily_bars", "slot_volume"})  # last write wins per key
+
+
+class StoreError(Exception):
+    """The store cannot be used as configured; the message says what to fix."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached right now; the write can be retried later."""
+
+
+class Store(abc.ABC):
+    backend: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ backend primitives
+
+    @abc.abstractmethod
+    def _applied_versions(self) -> set[int]: ...
+
+    @abc.abstractmethod
+    def _apply_migration(self, migration: Migration) -> None: ...
+
+    @abc.abstractmethod
+    def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+        """Bulk-insert ``table`` in one transaction; keyed duplicates are ignored or replaced."""
+
+    @abc.abstractmethod
+    def _read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table: ...
+
+    @abc.abstractmethod
+    def sessions(self, name: str) -> list[dt.date]:
+        """Sessions present (hot) in a session-keyed table, oldest first."""
+
+    @abc.abstractmethod
+    def drop_session(self, name: str, session: dt.date) -> None:
+        """Remove one session of a table (a partition in PostgreSQL)."""
+
+    @abc.abstractmethod
+    def table_bytes(self) -> dict[str, int]:
+        """Bytes on disk per table (with indexes), as the database counts them."""
+
+    @abc.abstractmethod
+    def reconnect(self) -> None:
+        """Open fresh connections; raises StoreUnavailableError while the database is down."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # ------------------------------------------------------------------ shared
+
+    def migrate(self) -> list[int]:
+        """Apply every migration not yet applied, in order; returns the versions applied."""
+        done = self._applied_versions()
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version not in done:
+                self._apply_migration(migration)
+                applied.append(migration.version)
+        return applied
+
+    def schema_version(self) -> int:
+        return max(self._applied_versions(), default=0)
+
+    def write(self, name: str, table: pa.Table) -> None:
+        """Append rows to table ``name`` (its columns; extra ones are an error)."""
+        spec = TABLES[name]
+        extra = set(table.column_names) - set(spec.columns)
+        if extra:
+            raise ValueError(f"{name} has no column(s) {', '.join(sorted(extra))}")
+        if table.num_rows == 0:
+            return
+        with self._write_lock:
+            self._append(spec, conform(spec, table), name in REPLACE_TABLES)
+
+    def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
+        """Rows of ``sql`` (``%s`` placeholders) as an Arrow table of ``schema``."""
+        with self._read_lock:
+            return self._read(sql, params, schema)
+
+    def export_session(self, name: str, session: dt.date) -> pa.Table:
+        """Every row of one session of a session-keyed table, in key order (for the archive)."""
+        spec = TABLES[name]
+        column = spec.session_column
+        order = ", ".join(spec.key)
+        return self.read(
+            f"SELECT {', '.join(spec.columns)} FROM {name} WHERE {column} = %s ORDER BY {order}",
+            [session],
+            spec.schema,
+        )
+
+    def count(self, name: str) -> int:
+        table = self.read(f"SELECT count(*) AS n FROM {name}", [], pa.schema([("n", pa.int64())]))
+        return int(table.column("n")[0].as_py())
+
+
+def session_values(spec: TableSpec, table: pa.Table) -> list[dt.date]:
+    """The distinct sessions in ``table`` (for creating partitions before a write)."""
+    assert spec.session_column is not None
+    values: list[dt.date] = pc.unique(table.column(spec.session_column)).to_pylist()
+    return sorted(values)

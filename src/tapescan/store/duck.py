@@ -1,0 +1,117 @@
+"""The embedded store: one DuckDB file in the data directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from tapescan.store.base import Store, StoreError
+from tapescan.store.migrations import Migration
+from tapescan.store.tables import TABLES, TableSpec
+
+_PLACEHOLDER = re.compile(r"%s")
+
+
+def duck_sql(sql: str) -> str:
+    """Shared query text (``%s`` placeholders) in DuckDB's dialect (``?``)."""
+    return _PLACEHOLDER.sub("?", sql)
+
+
+class DuckDbStore(Store):
+    backend = "duckdb"
+
+    def __init__(self, path: Path, memory_limit: str = "256MB") -> None:
+        super().__init__()
+        self.path = path
+        self._memory_limit = memory_limit
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(path), config={"memory_limit": memory_limit})
+        except (OSError, duckdb.Error) as error:
+            raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
+        self._writer = self._con.cursor()
+        self._reader = self._con.cursor()
+        self._writer.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT, applied_at TIMESTAMPTZ DEFAULT now())"
+        )
+
+    def _applied_versions(self) -> set[int]:
+        with self._write_lock:
+            rows = self._writer.execute("SELECT version FROM schema_migrations").fetchall()
+        return {int(row[0]) for row in rows}
+
+    def _apply_migration(self, migration: Migration) -> None:
+        with self._write_lock:
+            cursor = self._writer
+            cursor.execute("BEGIN")
+            try:
+                for statement in migration.duckdb:
+                    cursor.execute(statement)
+                cursor.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    [migration.version, migration.name],
+                )
+                cursor.execute("COMMIT")
+            except duckdb.Error:
+                cursor.execute("ROLLBACK")
+                raise
+
+    def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+        cursor = self._writer
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        cursor.register("incoming", table)
+        try:
+            cursor.execute(
+                f"{verb} INTO {spec.name} ({', '.join(spec.columns)}) "
+                f"SELECT {', '.join(spec.columns)} FROM incoming"
+            )
+        finally:
+            cursor.unregister("incoming")
+
+    def _read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
+        relation = self._reader.sql(duck_sql(sql), params=list(params))
+        result = relation.to_arrow_table() if relation is not None else schema.empty_table()
+        return result.cast(schema) if result.schema != schema else result
+
+    def sessions(self, name: str) -> list[dt.date]:
+        column = TABLES[name].session_column
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT DISTINCT {column} FROM {name} ORDER BY 1"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def drop_session(self, name: str, session: dt.date) -> None:
+        column = TABLES[name].session_column
+        with self._write_lock:
+            self._writer.execute(f"DELETE FROM {name} WHERE {column} = ?", [session])
+            self._writer.execute("CHECKPOINT")
+
+    def table_bytes(self) -> dict[str, int]:
+        """DuckDB shares one file among tables: the file's used blocks, under ``total``."""
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT block_size, used_blocks FROM pragma_database_size()"
+            ).fetchone()
+        used = int(row[0]) * int(row[1]) if row else 0
+        return {"total": used, "file": self.path.stat().st_size if self.path.exists() else 0}
+
+    def checkpoint(self) -> None:
+        with self._write_lock:
+            self._writer.execute("CHECKPOINT")
+
+    def reconnect(self) -> None:
+        """An embedded file does not go away; nothing to reconnect."""
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._reader.close()
+            self._writer.close()
+            self._con.close()
