@@ -205,7 +205,11 @@ class PostgresStore(Store):
         table = pacsv.read_csv(
             buffer,
             convert_options=pacsv.ConvertOptions(
-                column_types=converted, strings_can_be_null=True, quoted_strings_can_be_null=False
+                column_types=converted,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],  # PostgreSQL's text form of booleans
+                false_values=["f"],
             ),
         )
         arrays = []
