@@ -84,7 +84,7 @@ def run_maintenance(
                 progress.update(task, total=step.total, completed=step.done, description=where)
 
             report = retire(opened, archive, settings, on_step)
-    except StoreError as error:
+    except (StoreError, OSError) as error:
         _fail(str(error))
     finally:
         archive.close()
