@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tapescan import __version__
+from tapescan.cli_maintenance import maintenance_app
 from tapescan.config import ConfigError, load_settings
 from tapescan.feeds.base import FeedError
 from tapescan.market.calendar import NotASessionError, market_calendar, ns_to_et
@@ -81,6 +82,13 @@ def run(
     scans_file: Annotated[
         Path | None, typer.Option("--scans", help="TOML file of user scans ([[scan]] tables).")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="duckdb | postgres (URL from TAPESCAN_POSTGRES_URL) [default: duckdb]."),
+    ] = None,
+    scan_interval: Annotated[
+        float | None, typer.Option(help="Seconds between scan cycles [default: 1].")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the scanner: feed, web page and API (embedded default: simulated market)."""
@@ -97,6 +105,8 @@ def run(
         "reference": reference,
         "data_dir": data_dir,
         "scans_file": scans_file,
+        "store": store,
+        "scan_interval_s": scan_interval,
     }
     try:
         settings = load_settings(overrides, config)
@@ -107,10 +117,11 @@ def run(
     )
     from tapescan.node import Node  # noqa: PLC0415 - keeps `tapescan --help` fast
     from tapescan.scan.definition import ScanValidationError  # noqa: PLC0415
+    from tapescan.store.base import StoreError  # noqa: PLC0415
 
     try:
         node = Node(settings)
-    except (ConfigError, FeedError, NotASessionError) as error:
+    except (ConfigError, FeedError, NotASessionError, StoreError) as error:
         fail(str(error))
     except ScanValidationError as error:
         fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
@@ -264,6 +275,14 @@ def replay(
         typer.Option(help="Symbols to report, e.g. AAPL,MSFT [default: every symbol in a scan]."),
     ] = None,
     scans_file: ScansOption = None,
+    scan_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="The scan cycle grid in seconds; --until is taken to the cycle at or "
+            "before it, as a live run records it [default: 1]."
+        ),
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Replay files as fast as possible up to --until and print every scan and symbol as JSON."""
     import msgspec  # noqa: PLC0415
@@ -278,6 +297,12 @@ def replay(
         until_ns = datetime_to_ns(dt.datetime.fromisoformat(until.replace("Z", "+00:00")))
     except ValueError as error:
         fail(f"invalid --until {until!r}: {error}; e.g. 2026-11-25T10:15:00-05:00")
+    try:
+        settings = load_settings({"scan_interval_s": scan_interval}, config)
+    except ConfigError as error:
+        fail(str(error))
+    grid_ns = round(settings.scan_interval_s * 1e9)
+    until_ns -= until_ns % grid_ns
     definitions = _scan_definitions(scans_file)
     wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     calendar = market_calendar()
@@ -295,6 +320,7 @@ bench_app = typer.Typer(
     help="Benchmarks; JSON on stdout, progress on stderr.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(maintenance_app, name="maintenance")
 BENCH_DAY = "2026-11-24"
 JsonOption = Annotated[bool, typer.Option("--json", help="Compact JSON (default: indented).")]
 DayOption = Annotated[str, typer.Option("--session", help="Simulated session, YYYY-MM-DD.")]

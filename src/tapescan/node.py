@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import uvicorn
 
 from tapescan.api.app import create_app
@@ -21,9 +23,15 @@ from tapescan.feeds.monitor import FeedMonitor
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.indicators.compute import compute_columns
-from tapescan.market.calendar import MarketCalendar, datetime_to_ns, et_to_ns, market_calendar
+from tapescan.market.calendar import (
+    MarketCalendar,
+    Phase,
+    datetime_to_ns,
+    et_to_ns,
+    market_calendar,
+)
 from tapescan.market.clock import make_clock
-from tapescan.model import FeedState, FeedStatus
+from tapescan.model import AggregateBatch, AggregateKind, FeedEvent, FeedState, FeedStatus
 from tapescan.ops.memory import release_free_memory
 from tapescan.publish.frames import Frame, iso
 from tapescan.publish.hub import FanoutLimits, Hub
@@ -32,7 +40,16 @@ from tapescan.scan.definition import ScanDefinition
 from tapescan.scan.delta import Snapshot
 from tapescan.scan.registry import ScanRegistry
 from tapescan.scan.scanner import Scanner, ScanStats, text_columns
-from tapescan.state.market_state import MarketState
+from tapescan.state.market_state import MarketState, SessionSummary
+from tapescan.store.archive import Archive
+from tapescan.store.base import Store
+from tapescan.store.history import History
+from tapescan.store.open import open_store
+from tapescan.store.recorder import Recorder, RecorderLimits
+from tapescan.store.records import minute_bar_rows, slot_volume_rows
+from tapescan.store.retention import retire
+from tapescan.store.tables import SYMBOLS, conform
+from tapescan.store.warm import last_sequences, today_from_store, warmup_from_store
 from tapescan.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -84,6 +101,15 @@ def first_session(calendar: MarketCalendar, start_ns: int) -> dt.date:
     return session
 
 
+@dataclasses.dataclass(slots=True)
+class Recovery:
+    """Where this process's state came from at start (reported by /api/v1/health)."""
+
+    warmup_source: str = ""  # "store" or "feed"
+    recovered_bars: int = 0
+    resume_ns: int | None = None
+
+
 class Node:
     def __init__(self, settings: Settings, calendar: MarketCalendar | None = None) -> None:
         self.settings = settings
@@ -115,6 +141,31 @@ class Node:
         self._text = text_columns(self.universe, reference)
         self._last_status: tuple[str, str, str] | None = None
         self._last_status_at = 0.0
+        self.store: Store = open_store(settings)
+        self.recorder = Recorder(
+            self.store,
+            settings.data_dir / "spill",
+            RecorderLimits(
+                settings.recorder_queue_rows,
+                settings.recorder_flush_s,
+                settings.recorder_spill_max_bytes,
+            ),
+        )
+        self.recovery = Recovery()
+        self.archive = Archive(settings.archive_path, settings.archive_zstd_level)
+        self.history = History(self.store, self.archive)
+        self._retention_due = asyncio.Event()
+        self._retention_due.set()  # once at start, then after every session
+        self.state.on_session_end = self._session_ended
+        self._symbols = pa.array(self.universe.symbols, pa.string())
+        self._keyframe_ns = int(settings.keyframe_minutes * 60e9)
+        self._next_keyframe_ns = 0
+        self._keyframe_session: dt.date | None = None
+        # Replays and flat-out clocks cycle on a grid of market time, driven by the feed, so a
+        # replayed day records the same scan history whatever the machine's speed.
+        self.paced_by_feed = settings.feed == "replay" or settings.speed is None
+        self._interval_ns = round(settings.scan_interval_s * 1e9)
+        self._next_cycle_ns = -(-self.start_ns // self._interval_ns) * self._interval_ns
         self.app = create_app(self)
         self.tasks = TaskGroup()
 
@@ -127,6 +178,7 @@ class Node:
         self, definitions: Sequence[ScanDefinition], changed: list[str], deleted: list[str]
     ) -> None:
         self.scanner.replace_scans(definitions)
+        self._next_keyframe_ns = 0  # history needs a keyframe of every changed scan
         if self.stats.warmed_up:
             self._cycle()
         self.hub.scans_replaced(changed, deleted)
@@ -167,11 +219,74 @@ class Node:
         self.stats.deltas += len(output.deltas)
         self.stats.last_cycle_ms = (time.perf_counter_ns() - began) / 1e6
         self.hub.publish(output.deltas, time.time_ns() if self.settings.ws_stamp_frames else None)
+        self._record_cycle(output.asof_ns, output.deltas)
         status = self._status_message()
         key = (status["session"]["phase"], status["feed"]["state"], status["session"]["date"])
         if key != self._last_status or time.monotonic() - self._last_status_at >= STATUS_EVERY_S:
             self._last_status, self._last_status_at = key, time.monotonic()
             self.hub.broadcast(Frame.of(status))
+
+    def _record_cycle(self, asof_ns: int, deltas: Sequence[Any]) -> None:
+        session = self.state.times.date
+        keyframes = []
+        if asof_ns >= self._next_keyframe_ns or session != self._keyframe_session:
+            keyframes = [self.scanner.snapshot(scan) for scan in self.scanner.trackers]
+            self._next_keyframe_ns = asof_ns - asof_ns % self._keyframe_ns + self._keyframe_ns
+            self._keyframe_session = session
+        self.recorder.scan_cycle(session, deltas, keyframes)
+
+    def _session_ended(self, summary: SessionSummary) -> None:
+        """Record the finished day: its daily bars and its slot-volume profile."""
+        traded = np.flatnonzero(~np.isnan(summary.open))
+        daily = pa.table(
+            {
+                "date": pa.array([summary.date] * len(traded), pa.date32()),
+                "symbol": self._symbols.take(pa.array(traded)),
+                "open": summary.open[traded],
+                "high": summary.high[traded],
+                "low": summary.low[traded],
+                "close": summary.close[traded],
+                "volume": summary.volume[traded],
+            }
+        )
+        self.recorder.put("daily_bars", daily)
+        self._retention_due.set()
+        self.recorder.put(
+            "slot_volume", slot_volume_rows(summary.date, self.universe, summary.slot_volume)
+        )
+
+    def _warm_up(self) -> Any:
+        """Warm-up history from the store when it has it, else from the feed (then stored)."""
+        self.store.write("symbols", conform(SYMBOLS, _reference_rows(self.feed.reference())))
+        warmup = warmup_from_store(self.store, self.calendar, self.session, self.universe)
+        if warmup is not None:
+            self.recovery.warmup_source = "store"
+            return warmup
+        warmup = self.feed.warmup(self.session, self._warmup_step)
+        self.recovery.warmup_source = "feed"
+        self.store.write(
+            "daily_bars",
+            warmup.daily.select(["date", "symbol", "open", "high", "low", "close", "volume"]),
+        )
+        for day, slots in warmup.slot_volume.items():
+            self.store.write("slot_volume", slot_volume_rows(day, self.universe, slots))
+        return warmup
+
+    def _recover_today(self) -> int | None:
+        """Apply today's stored minute bars (a restart mid-session); returns where they end."""
+        self.store.truncate_from(self.session, self.start_ns)
+        times = self.calendar.session(self.session)
+        if self.start_ns <= times.pre_open_ns:
+            return None
+        batch = today_from_store(self.store, self.session, self.universe, self.start_ns)
+        if batch is None:
+            return None
+        self.state.apply(batch)
+        self.recovery.recovered_bars = len(batch)
+        self.recovery.resume_ns = batch.ts_event_ns
+        sequences = last_sequences(self.store, self.session)
+        self.scanner.continue_sequences(sequences)
+        return batch.ts_event_ns
 
     def _warmup_step(self, done: int, total: int) -> None:
         self.stats.warmup_done, self.stats.warmup_total = done, total
@@ -179,19 +294,58 @@ class Node:
     async def _consume_feed(self) -> None:
         try:
             # Warm-up history can take seconds to build; the server answers meanwhile.
-            warmup = await asyncio.to_thread(self.feed.warmup, self.session, self._warmup_step)
+            warmup = await asyncio.to_thread(self._warm_up)
             self.state.load_warmup(warmup)
             del warmup
+            resume_ns = await asyncio.to_thread(self._recover_today)
             release_free_memory()
             self.stats.warmed_up = True
-            async for event in self.feed.events(self.clock, self.start_ns):
-                self.state.apply_event(event)
-                self.monitor.observe(event, self.clock.now_ns())
+            events = self.feed.events(self.clock, self.start_ns, resume_ns=resume_ns)
+            async for event in events:
+                if self.paced_by_feed:
+                    await self._cycles_before(event.ts_event_ns)
+                self._apply(event)
+            if self.paced_by_feed:
+                await self._cycles_before(self.state.now_ns + 1)
+            self.stats.feed_finished = True
         except Exception as error:
             self.monitor.observe(FeedStatus(FeedState.FAILED, str(error), self.clock.now_ns()), 0)
             raise
 
+    def _apply(self, event: FeedEvent) -> None:
+        self.state.apply_event(event)
+        self.monitor.observe(event, self.clock.now_ns())
+        if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
+            keep = self.state.valid_mask(event)
+            if keep.any():
+                session = self.state.times.date
+                self.recorder.put(
+                    "minute_bars", minute_bar_rows(event, keep, session, self._symbols)
+                )
+
+    async def _cycles_before(self, ts_ns: int) -> None:
+        """Run every grid cycle before ``ts_ns`` (market closed: none, but one at the close)."""
+        while self._next_cycle_ns < ts_ns:
+            at = self._next_cycle_ns
+            phase = self.calendar.phase(at)
+            if phase is Phase.CLOSED:
+                nxt = self.calendar.session(self.calendar.trading_day(at))
+                if at < nxt.pre_open_ns:
+                    opening = nxt.pre_open_ns
+                else:
+                    opening = self.calendar.session(
+                        self.calendar.next_session(nxt.date)
+                    ).pre_open_ns
+                self._next_cycle_ns = -(-opening // self._interval_ns) * self._interval_ns
+                continue
+            self.state.advance_to(at)
+            self._cycle()
+            self._next_cycle_ns = at + self._interval_ns
+            await asyncio.sleep(0)  # let the server answer between cycles
+
     async def _scan_loop(self) -> None:
+        if self.paced_by_feed:
+            return  # cycles run with the feed
         interval = self.settings.scan_interval_s
         while True:
             await asyncio.sleep(interval)
@@ -199,6 +353,23 @@ class Node:
                 continue
             self.state.advance_to(max(self.state.now_ns, self.clock.now_ns()))
             self._cycle()
+
+    async def _retention(self) -> None:
+        """Archive and drop sessions beyond their hot window: at start and after each session."""
+        while True:
+            await self._retention_due.wait()
+            self._retention_due.clear()
+            await asyncio.to_thread(self.recorder.flush, 60.0)
+            report = await asyncio.to_thread(retire, self.store, self.archive, self.settings)
+            for table in report.tables:
+                if table.dropped:
+                    log.info(
+                        "retention: %s archived and dropped %s",
+                        table.table,
+                        ", ".join(s.isoformat() for s in table.dropped),
+                    )
+            for failure in report.failures:
+                log.warning("retention: %s", failure)
 
     async def _drop_laggards(self) -> None:
         """Close clients that stayed behind past the lag timeout (close code 1013)."""
@@ -226,9 +397,11 @@ class Node:
                 ws_max_size=1 << 20,  # frames over 64 KiB get an error; over 1 MiB a close
             )
         )
+        self.recorder.start()
         self.tasks.start(self._consume_feed(), name="feed")
         self.tasks.start(self._scan_loop(), name="scan")
         self.tasks.start(self._drop_laggards(), name="websocket-laggards")
+        self.tasks.start(self._retention(), name="retention")
         serving = self.tasks.start(server.serve(), name="http")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait({stopper, serving}, return_when=asyncio.FIRST_COMPLETED)
@@ -239,3 +412,10 @@ class Node:
         stuck = await self.tasks.stop(self.settings.shutdown_timeout_s / 2)
         if stuck:
             log.warning("tasks still running at shutdown: %s", ", ".join(stuck))
+        await asyncio.to_thread(self.recorder.stop, max(self.settings.shutdown_timeout_s, 5.0))
+        self.store.close()
+
+
+def _reference_rows(reference: pa.Table) -> pa.Table:
+    present = [c for c in SYMBOLS.columns if c in reference.column_names]
+    return reference.select(present)

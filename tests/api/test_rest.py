@@ -60,8 +60,12 @@ def test_results_session_symbol_and_columns(server: Server) -> None:
         ("/scans/nope", 404, "unknown_scan"),
         ("/scans/nope/results", 404, "unknown_scan"),
         ("/symbols/NOPE1", 404, "unknown_symbol"),
-        ("/scans/top_gainers/results?at=2026-11-24T15:00:00Z", 501, "no_history"),
-        ("/scans/top_gainers/events", 501, "no_history"),
+        ("/scans/top_gainers/results?at=2020-01-02T15:00:00Z", 404, "no_history"),
+        ("/scans/top_gainers/results?at=yesterday", 400, "bad_instant"),
+        ("/scans/top_gainers/results?at=2026-11-24T10:00:00", 400, "bad_instant"),
+        ("/scans/top_gainers/events?cursor=xyz", 400, "bad_cursor"),
+        ("/symbols/AAPL/bars?interval=5m", 422, "invalid_request"),
+        ("/symbols/AAPL/bars?limit=1001", 422, "invalid_request"),
     ],
 )
 def test_errors_are_json_a_person_can_act_on(

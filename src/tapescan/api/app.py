@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -19,6 +20,8 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel
 
 from tapescan import __version__
+from tapescan.api.errors import ApiError
+from tapescan.api.history_routes import history_router, scan_at
 from tapescan.api.ws import serve_websocket
 from tapescan.config import Settings
 from tapescan.feeds.monitor import FeedMonitor
@@ -31,6 +34,9 @@ from tapescan.publish.hub import Hub
 from tapescan.scan.definition import ScanValidationError
 from tapescan.scan.registry import ScanConflictError, ScanRegistry
 from tapescan.scan.scanner import Scanner, ScanStats
+from tapescan.store.base import Store
+from tapescan.store.history import History
+from tapescan.store.recorder import Recorder
 
 WEB_DIRECTORY = Path(__file__).parent / "web"
 MAX_PAGE = 1000
@@ -51,15 +57,15 @@ class NodeView(Protocol):
     registry: ScanRegistry
     universe: Universe
 
+    history: History
+    recorder: Recorder
+    store: Store
+
+    recovery: Any
+
     def status_frame(self) -> Frame: ...
 
     def symbol_values(self, row: int) -> dict[str, Any]: ...
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.extra = status, code, extra
 
 
 class FeedHealth(BaseModel):
@@ -85,11 +91,27 @@ class SessionHealth(BaseModel):
 
 class ScanHealth(BaseModel):
     warmed_up: bool
+    feed_finished: bool
     warmup_done: int
     warmup_total: int
     cycles: int
     last_cycle_ms: float
     deltas: int
+
+
+class StoreHealth(BaseModel):
+    backend: str
+    up: bool
+    queued_rows: int
+    written_rows: int
+    spilled_rows: int
+    spill_files: int
+    restored_rows: int
+    lost_rows: int
+    last_write_ms: float
+    last_error: str
+    warmup_source: str
+    recovered_bars: int
 
 
 class Health(BaseModel):
@@ -100,6 +122,7 @@ class Health(BaseModel):
     clock: ClockHealth
     session: SessionHealth
     scans: ScanHealth
+    store: StoreHealth
     clients: int
 
 
@@ -108,6 +131,7 @@ def health_of(node: NodeView) -> Health:
     now_ns = node.clock.now_ns()
     failed = monitor.state is FeedState.FAILED
     stats = node.stats
+    recorder = node.recorder.stats
     return Health(
         status="failed" if failed else "ok",
         version=__version__,
@@ -131,11 +155,26 @@ def health_of(node: NodeView) -> Health:
         ),
         scans=ScanHealth(
             warmed_up=stats.warmed_up,
+            feed_finished=stats.feed_finished,
             warmup_done=stats.warmup_done,
             warmup_total=stats.warmup_total,
             cycles=stats.cycles,
             last_cycle_ms=round(stats.last_cycle_ms, 3),
             deltas=stats.deltas,
+        ),
+        store=StoreHealth(
+            backend=node.store.backend,
+            up=recorder.store_up,
+            queued_rows=recorder.queued_rows,
+            written_rows=recorder.written_rows,
+            spilled_rows=recorder.spilled_rows,
+            spill_files=recorder.spill_files,
+            restored_rows=recorder.restored_rows,
+            lost_rows=recorder.lost_rows,
+            last_write_ms=round(recorder.last_write_ms, 3),
+            last_error=recorder.last_error,
+            warmup_source=node.recovery.warmup_source,
+            recovered_bars=node.recovery.recovered_bars,
         ),
         clients=len(node.hub.clients),
     )
@@ -192,6 +231,17 @@ def create_app(node: NodeView) -> FastAPI:
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
         return JSONResponse(
             {"error": error.code, "message": str(error), **error.extra}, error.status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in error.errors()
+        ]
+        message = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
+        return JSONResponse(
+            {"error": "invalid_request", "message": message, "fields": fields}, status_code=422
         )
 
     @app.exception_handler(ScanValidationError)
@@ -309,14 +359,11 @@ def create_app(node: NodeView) -> FastAPI:
     async def scan_results(
         scan_id: str, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None, at: str | None = None
     ) -> dict[str, Any]:
-        """The current result (rows in rank order, display precision)."""
-        scan_or_404(scan_id)
+        """The current result (rows in rank order, display precision), or with ``at`` (ISO 8601)
+        the result as it was published at that instant, rebuilt from recorded history."""
         if at is not None:
-            raise ApiError(
-                501,
-                "no_history",
-                "results at a past instant need the history store, which is not built yet",
-            )
+            return await scan_at(node.history, node.calendar, scan_id, at, limit, cursor)
+        scan_or_404(scan_id)
         snapshot = node.scanner.snapshot(scan_id)
         rows, following = paginate([list(r) for r in snapshot.rows], limit, cursor)
         return {
@@ -327,13 +374,6 @@ def create_app(node: NodeView) -> FastAPI:
             "rows": rows,
             "next_cursor": following,
         }
-
-    @app.get("/api/v1/scans/{scan_id}/events")
-    async def scan_events(scan_id: str) -> dict[str, Any]:
-        scan_or_404(scan_id)
-        raise ApiError(
-            501, "no_history", "scan events need the history store, which is not built yet"
-        )
 
     @app.get("/api/v1/symbols/{symbol}")
     async def symbol(symbol: str) -> dict[str, Any]:
@@ -351,11 +391,7 @@ def create_app(node: NodeView) -> FastAPI:
             "values": node.symbol_values(row),
         }
 
-    @app.get("/api/v1/symbols/{symbol}/bars")
-    async def symbol_bars(symbol: str) -> dict[str, Any]:
-        if node.universe.index_of(symbol.upper()) < 0:
-            raise ApiError(404, "unknown_symbol", f"'{symbol}' is not in the universe")
-        raise ApiError(501, "no_history", "bars need the history store, which is not built yet")
+    app.include_router(history_router(lambda: node.history, node.calendar, node.clock.now_ns))
 
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
@@ -394,6 +430,31 @@ class _NodeCollector:
             "tapescan_scan_cycle_ms": ("Duration of the last scan cycle", node.stats.last_cycle_ms),
             "tapescan_feed_aggregates": ("Aggregates received", node.monitor.aggregates),
             "tapescan_feed_lag_ms": ("Lag of the last event", node.monitor.last_lag_ns / 1e6),
+            "tapescan_recorder_queued_rows": (
+                "Rows waiting for the store (memory)",
+                node.recorder.stats.queued_rows,
+            ),
+            "tapescan_recorder_written_rows": (
+                "Rows committed to the store",
+                node.recorder.stats.written_rows,
+            ),
+            "tapescan_recorder_spilled_rows": (
+                "Rows spilled to Parquet while the store was down",
+                node.recorder.stats.spilled_rows,
+            ),
+            "tapescan_recorder_spill_files": (
+                "Spill files waiting to be written back",
+                node.recorder.stats.spill_files,
+            ),
+            "tapescan_recorder_lost_rows": (
+                "Rows dropped because the spill directory was full",
+                node.recorder.stats.lost_rows,
+            ),
+            "tapescan_recorder_last_write_ms": (
+                "Duration of the last store write",
+                node.recorder.stats.last_write_ms,
+            ),
+            "tapescan_store_up": ("1 when the store answers", float(node.recorder.stats.store_up)),
             "tapescan_ingest_rejected": (
                 "Rows refused by state",
                 node.scanner.state.counters.rejected,

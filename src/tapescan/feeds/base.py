@@ -36,9 +36,12 @@ class Feed(Protocol):
         ...
 
     def events(
-        self, clock: Clock, start_ns: int, end_ns: int | None = None
+        self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
     ) -> AsyncIterator[FeedEvent]:
         """Events from ``start_ns`` (the whole trading day before it at once) up to ``end_ns``.
+
+        With ``resume_ns`` (a restart that recovered today's bars from the store), aggregates
+        that ended by then are left out; halts and status still come.
 
         Events whose ``ts_event_ns`` is after ``clock.now_ns()`` are held back until the clock
         reaches them; the clock decides the pace (wall time, a multiple of it, or flat out).

@@ -42,6 +42,7 @@ class ScanStats:
     warmup_done: int = 0
     warmup_total: int = 0
     warmed_up: bool = False
+    feed_finished: bool = False  # the feed ended and every cycle up to its last event ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,13 @@ class Scanner:
                 self.trackers[scan_id] = kept
             else:
                 self.trackers[scan_id] = ScanTracker(scan, seq=kept.seq if kept else 0)
+
+    def continue_sequences(self, sequences: dict[str, int]) -> None:
+        """Start each scan's sequence after ``sequences`` (a restart that recorded history)."""
+        for scan_id, seq in sequences.items():
+            tracker = self.trackers.get(scan_id)
+            if tracker is not None and tracker.result is None:
+                tracker.seq = max(tracker.seq, seq)
 
     def cycle(self) -> CycleOutput:
         state = self.state

@@ -10,6 +10,7 @@ baseline, the regular close into the previous close) before resetting today's co
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,19 @@ class StateLimits:
     rvol_sessions: int = 10
     rvol_min_expected: float = 1_000.0
     vol_spike_min_expected: float = 100.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SessionSummary:
+    """One finished session of every symbol: its daily bar and its slot-volume profile."""
+
+    date: dt.date
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: IntArray
+    slot_volume: npt.NDArray[np.uint32]
 
 
 @dataclass(slots=True)
@@ -131,6 +145,8 @@ class MarketState:
         # Per-second aggregates, once they start, are the finer truth; minute bars count only for
         # the minutes before the first second seen today (catch-up and backfill).
         self._seconds_from_ns: int | None = None
+        # Called with the day that ends, just before the rollover resets it (recorder hook).
+        self.on_session_end: Callable[[SessionSummary], None] | None = None
 
     # ----------------------------------------------------------------- warm-up
 
@@ -232,7 +248,21 @@ class MarketState:
             self.close = self.regular_last.copy()
             self._closed = True
 
+    def summary(self) -> SessionSummary:
+        """Today's daily bar (regular-session OHLC, whole-day volume) and slot profile, copied."""
+        return SessionSummary(
+            date=self.times.date,
+            open=self.open.copy(),
+            high=self.regular_high.copy(),
+            low=self.regular_low.copy(),
+            close=self.close.copy(),
+            volume=self.volume.copy(),
+            slot_volume=self.slot_volume.copy(),
+        )
+
     def _rollover(self) -> None:
+        if self.on_session_end is not None:
+            self.on_session_end(self.summary())
         traded = ~np.isnan(self.close)
         self._close_daily_bar(
             self.regular_high, self.regular_low, self.close, self.volume.astype(np.float64), traded
@@ -299,23 +329,35 @@ class MarketState:
         self.counters.accepted += len(rows)
         return len(rows)
 
-    def _valid_rows(self, batch: AggregateBatch) -> tuple[npt.NDArray[np.int32], BoolArray]:
+    def _checks(
+        self, batch: AggregateBatch
+    ) -> tuple[BoolArray, BoolArray, BoolArray, BoolArray, BoolArray]:
         rows = batch.symbol_index
-        counters = self.counters
         known = (rows >= 0) & (rows < len(self.universe))
         prices = np.stack([batch.open, batch.high, batch.low, batch.close, batch.vwap])
-        good_price = np.isfinite(prices).all(axis=0) & (prices > 0).all(axis=0)
+        good_price = np.asarray(np.isfinite(prices).all(axis=0) & (prices > 0).all(axis=0))
         good_volume = batch.volume >= 0
         consistent = (batch.low <= np.minimum(batch.open, batch.close)) & (
             batch.high >= np.maximum(batch.open, batch.close)
         )
         fresh = batch.start_ns >= self.times.pre_open_ns
+        return known, good_price, good_volume, consistent, fresh
+
+    def valid_mask(self, batch: AggregateBatch) -> BoolArray:
+        """Rows of ``batch`` that state would accept (no counters touched): what is recorded."""
+        known, good_price, good_volume, consistent, fresh = self._checks(batch)
+        mask: BoolArray = known & good_price & good_volume & consistent & fresh
+        return mask
+
+    def _valid_rows(self, batch: AggregateBatch) -> tuple[npt.NDArray[np.int32], BoolArray]:
+        known, good_price, good_volume, consistent, fresh = self._checks(batch)
+        counters = self.counters
         counters.unknown_symbol += int((~known).sum())
         counters.bad_price += int((known & ~good_price).sum())
         counters.bad_volume += int((known & good_price & ~good_volume).sum())
         counters.inconsistent_bar += int((known & good_price & good_volume & ~consistent).sum())
         counters.stale += int((known & good_price & good_volume & consistent & ~fresh).sum())
-        return rows, known & good_price & good_volume & consistent & fresh
+        return batch.symbol_index, known & good_price & good_volume & consistent & fresh
 
     def _apply_rows(
         self,

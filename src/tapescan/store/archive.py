@@ -161,7 +161,7 @@ class Archive:
                 source = f"read_parquet([{', '.join(_quote(str(p)) for p in files)}])"
             self._con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {spec.name} AS SELECT {columns} FROM {source}"
-            )
+            ).fetchall()
             self._views[spec.name] = files
 
     def close(self) -> None:

@@ -54,6 +54,10 @@ class Store(abc.ABC):
     def _read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table: ...
 
     @abc.abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        """Run one statement that returns nothing, in its own transaction."""
+
+    @abc.abstractmethod
     def sessions(self, name: str) -> list[dt.date]:
         """Sessions present (hot) in a session-keyed table, oldest first."""
 
@@ -113,6 +117,19 @@ class Store(abc.ABC):
             [session],
             spec.schema,
         )
+
+    def truncate_from(self, session: dt.date, from_ns: int) -> None:
+        """Forget what ``session`` recorded from ``from_ns`` on: a run that starts there records
+        it again (a replay run twice, or a restart that resumes after its last stored minute)."""
+        since = dt.datetime.fromtimestamp(from_ns / 1e9, dt.UTC) - dt.timedelta(minutes=1)
+        with self._write_lock:
+            self._execute(
+                "DELETE FROM minute_bars WHERE session = %s AND ts > %s", [session, since]
+            )
+            for name in ("scan_events", "scan_entries"):
+                self._execute(
+                    f"DELETE FROM {name} WHERE session = %s AND asof_ns >= %s", [session, from_ns]
+                )
 
     def count(self, name: str) -> int:
         table = self.read(f"SELECT count(*) AS n FROM {name}", [], pa.schema([("n", pa.int64())]))

@@ -40,7 +40,7 @@ class DuckDbStore(Store):
         self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, name TEXT, applied_at TIMESTAMPTZ DEFAULT now())"
-        )
+        ).fetchall()
 
     def _applied_versions(self) -> set[int]:
         with self._write_lock:
@@ -50,17 +50,17 @@ class DuckDbStore(Store):
     def _apply_migration(self, migration: Migration) -> None:
         with self._write_lock:
             cursor = self._writer
-            cursor.execute("BEGIN")
+            cursor.execute("BEGIN").fetchall()
             try:
                 for statement in migration.duckdb:
-                    cursor.execute(statement)
+                    cursor.execute(statement).fetchall()
                 cursor.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     [migration.version, migration.name],
-                )
-                cursor.execute("COMMIT")
+                ).fetchall()
+                cursor.execute("COMMIT").fetchall()
             except duckdb.Error:
-                cursor.execute("ROLLBACK")
+                cursor.execute("ROLLBACK").fetchall()
                 raise
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
@@ -71,7 +71,7 @@ class DuckDbStore(Store):
             cursor.execute(
                 f"{verb} INTO {spec.name} ({', '.join(spec.columns)}) "
                 f"SELECT {', '.join(spec.columns)} FROM incoming"
-            )
+            ).fetchall()
         finally:
             cursor.unregister("incoming")
 
@@ -79,6 +79,9 @@ class DuckDbStore(Store):
         relation = self._reader.sql(duck_sql(sql), params=list(params))
         result = relation.to_arrow_table() if relation is not None else schema.empty_table()
         return result.cast(schema) if result.schema != schema else result
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        self._writer.execute(duck_sql(sql), list(params)).fetchall()  # results never left open
 
     def sessions(self, name: str) -> list[dt.date]:
         column = TABLES[name].session_column
@@ -91,21 +94,21 @@ class DuckDbStore(Store):
     def drop_session(self, name: str, session: dt.date) -> None:
         column = TABLES[name].session_column
         with self._write_lock:
-            self._writer.execute(f"DELETE FROM {name} WHERE {column} = ?", [session])
-            self._writer.execute("CHECKPOINT")
+            self._writer.execute(f"DELETE FROM {name} WHERE {column} = ?", [session]).fetchall()
+            self._writer.execute("CHECKPOINT").fetchall()
 
     def table_bytes(self) -> dict[str, int]:
         """DuckDB shares one file among tables: the file's used blocks, under ``total``."""
         with self._read_lock:
-            row = self._reader.execute(
+            rows = self._reader.execute(
                 "SELECT block_size, used_blocks FROM pragma_database_size()"
-            ).fetchone()
-        used = int(row[0]) * int(row[1]) if row else 0
+            ).fetchall()
+        used = int(rows[0][0]) * int(rows[0][1]) if rows else 0
         return {"total": used, "file": self.path.stat().st_size if self.path.exists() else 0}
 
     def checkpoint(self) -> None:
         with self._write_lock:
-            self._writer.execute("CHECKPOINT")
+            self._writer.execute("CHECKPOINT").fetchall()
 
     def reconnect(self) -> None:
         """An embedded file does not go away; nothing to reconnect."""

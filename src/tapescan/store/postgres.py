@@ -33,7 +33,7 @@ def partition_name(table: str, session: dt.date) -> str:
 def _unavailable_on_disconnect() -> Iterator[None]:
     try:
         yield
-    except psycopg.OperationalError as error:
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
         raise StoreUnavailableError(f"PostgreSQL unavailable: {error}".strip()) from error
 
 
@@ -219,6 +219,10 @@ class PostgresStore(Store):
                 column = _parse_utc(column, field.type)
             arrays.append(column)
         return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _execute(self, query: str, params: Sequence[Any]) -> None:
+        with _unavailable_on_disconnect():
+            self._w().execute(query.encode(), list(params))
 
     def sessions(self, name: str) -> list[dt.date]:
         spec = TABLES[name]

@@ -136,7 +136,7 @@ class ReplayFeed:
         return Warmup(session=session, daily=daily, slot_volume=slots)
 
     async def events(
-        self, clock: Clock, start_ns: int, end_ns: int | None = None
+        self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
     ) -> AsyncGenerator[FeedEvent, None]:
         """Bars from 04:00 ET of the trading day holding ``start_ns`` until ``end_ns``.
 
@@ -158,6 +158,8 @@ class ReplayFeed:
             groups = minute_groups(self._indexed(reader.batches()))
             while (group := await _next_in_thread(groups)) is not None:
                 batch = _aggregate(group)
+                if resume_ns is not None and batch.ts_event_ns <= resume_ns:
+                    continue  # recovered from the store
                 if batch.ts_event_ns > start_ns:
                     await clock.sleep_until(batch.ts_event_ns)
                 reached_ns = max(reached_ns, batch.ts_event_ns)

@@ -78,7 +78,7 @@ class SimFeed:
         return Warmup(session=session, daily=daily, slot_volume=slot_volume)
 
     async def events(
-        self, clock: Clock, start_ns: int, end_ns: int | None = None
+        self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
     ) -> AsyncIterator[FeedEvent]:
         calendar = self._market.calendar
         session = calendar.trading_day(start_ns)
@@ -89,7 +89,7 @@ class SimFeed:
             FeedState.LIVE, f"simulated market from {session.isoformat()}", start_ns, time.time_ns()
         )
         while end_ns is None or calendar.session(session).pre_open_ns < end_ns:
-            async for event in self._session_events(clock, session, start_ns, end_ns):
+            async for event in self._session_events(clock, session, start_ns, end_ns, resume_ns):
                 yield event
             session = calendar.next_session(session)
         yield FeedStatus(
@@ -97,7 +97,12 @@ class SimFeed:
         )
 
     async def _session_events(
-        self, clock: Clock, session: dt.date, start_ns: int, end_ns: int | None
+        self,
+        clock: Clock,
+        session: dt.date,
+        start_ns: int,
+        end_ns: int | None,
+        resume_ns: int | None = None,
     ) -> AsyncIterator[FeedEvent]:
         market = self._market
         path = market.day_path(session)
@@ -115,6 +120,7 @@ class SimFeed:
                 if end_ns is not None and minute_start + NS_PER_MINUTE > end_ns:
                     return
                 catching_up = minute_start + NS_PER_MINUTE <= start_ns
+                recovered = resume_ns is not None and minute_start + NS_PER_MINUTE <= resume_ns
                 for event in self._halts(
                     path.pre_minutes,
                     chunk.first_minute + minute,
@@ -125,6 +131,8 @@ class SimFeed:
                     if not catching_up:
                         await clock.sleep_until(event.ts_event_ns)
                     yield event
+                if recovered:
+                    continue
                 if self._second_aggregates and not catching_up:
                     async for batch in self._seconds(clock, path.plan.ordinal, chunk, minute):
                         yield batch

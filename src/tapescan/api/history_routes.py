@@ -1,0 +1,235 @@
+"""REST routes over recorded history: a scan at a past instant, its entries and exits, bars.
+
+Every list is a page of at most ``limit`` rows (max 1000) in a total order; ``next_cursor``
+carries the last key returned, so a range of any length is walked page by page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from tapescan.api.errors import ApiError
+from tapescan.market.calendar import MarketCalendar, datetime_to_ns, ns_to_utc
+from tapescan.publish.frames import iso
+from tapescan.store.history import History, HistoryGapError
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size (at most 1000).")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
+Instant = Annotated[
+    str | None,
+    Query(description="ISO 8601 instant with offset, e.g. 2026-11-24T09:45:00-05:00."),
+]
+
+
+def parse_instant(text: str, name: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, "bad_instant", f"{name}={text!r} is not ISO 8601, e.g. 2026-11-24T09:45:00-05:00"
+        ) from None
+    if value.tzinfo is None:
+        raise ApiError(
+            400,
+            "bad_instant",
+            f"{name}={text!r} needs a UTC offset, e.g. 2026-11-24T09:45:00-05:00",
+        )
+    return value
+
+
+def parse_date(text: str, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text[:10])
+    except ValueError:
+        raise ApiError(400, "bad_date", f"{name}={text!r} is not a date, e.g. 2026-11-24") from None
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode()
+
+
+def decode_cursor(cursor: str, size: int) -> list[Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))["k"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        key = None
+    if not isinstance(key, list) or len(key) != size:
+        raise ApiError(400, "bad_cursor", "cursor is not one this server gave; start without it")
+    return key
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+async def scan_at(
+    history: History,
+    calendar: MarketCalendar,
+    scan_id: str,
+    at: str,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """The page of a scan's result as published at ``at`` (GET /scans/{id}/results?at=)."""
+    at_ns = datetime_to_ns(parse_instant(at, "at"))
+    session = calendar.trading_day(at_ns)
+    try:
+        snapshot = await asyncio.to_thread(history.scan_at, scan_id, session, at_ns)
+    except HistoryGapError as error:
+        raise ApiError(500, "history_gap", f"recorded history is incomplete: {error}") from None
+    if snapshot is None:
+        span = await asyncio.to_thread(history.coverage, scan_id)
+        where = (
+            f"; recorded from {iso(span[0])} to {iso(span[1])}"
+            if span
+            else "; nothing recorded for it yet"
+        )
+        raise ApiError(404, "no_history", f"no history of scan '{scan_id}' at {at}{where}")
+    offset = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+    rows = [list(r) for r in snapshot.rows[offset : offset + limit]]
+    end = offset + len(rows)
+    return {
+        "scan": scan_id,
+        "seq": snapshot.seq,
+        "asof": iso(snapshot.asof_ns),
+        "at": ns_to_utc(at_ns).isoformat(),
+        "columns": list(snapshot.columns),
+        "rows": rows,
+        "next_cursor": encode_cursor([end]) if end < len(snapshot.rows) else None,
+    }
+
+
+def history_router(
+    history: Callable[[], History], calendar: MarketCalendar, now_ns: Callable[[], int]
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get("/scans/{scan_id}/events")
+    async def scan_events(
+        scan_id: str,
+        start: Annotated[str | None, Query(alias="from", description="ISO 8601 instant.")] = None,
+        end: Annotated[str | None, Query(alias="to", description="ISO 8601 instant.")] = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
+        """Symbols entering and leaving a scan over [from, to), oldest first.
+
+        Defaults: from the start (04:00 ET) of the current trading day, to now.
+        """
+        now = now_ns()
+        from_ns = (
+            datetime_to_ns(parse_instant(start, "from"))
+            if start
+            else calendar.session(calendar.trading_day(now)).pre_open_ns
+        )
+        to_ns = datetime_to_ns(parse_instant(end, "to")) if end else now + 1
+        after = None
+        if cursor:
+            key = decode_cursor(cursor, 3)
+            after = (int(key[0]), int(key[1]), str(key[2]))
+        page = await asyncio.to_thread(history().entries, scan_id, from_ns, to_ns, after, limit)
+        rows = page.rows.to_pylist()
+        events = [
+            {
+                "time": iso(r["asof_ns"]),
+                "session": r["session"].isoformat(),
+                "seq": r["seq"],
+                "symbol": r["symbol"],
+                "event": "enter" if r["entered"] else "exit",
+                "rank": r["rank"],
+            }
+            for r in rows
+        ]
+        last = rows[-1] if rows else None
+        return {
+            "scan": scan_id,
+            "from": ns_to_utc(from_ns).isoformat(),
+            "to": ns_to_utc(to_ns).isoformat(),
+            "events": events,
+            "next_cursor": (
+                encode_cursor([last["asof_ns"], last["seq"], last["symbol"]])
+                if page.more and last
+                else None
+            ),
+        }
+
+    @router.get("/symbols/{symbol}/bars")
+    async def symbol_bars(
+        symbol: str,
+        interval: Annotated[Literal["1m", "1d"], Query(description="1m or 1d.")] = "1m",
+        start: Annotated[str | None, Query(alias="from", description="Instant or date.")] = None,
+        end: Annotated[str | None, Query(alias="to", description="Instant or date.")] = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
+    ) -> dict[str, Any]:
+        """Minute bars (default: today from 04:00 ET) or daily bars (default: all), oldest first."""
+        symbol = symbol.upper()
+        now = now_ns()
+        if interval == "1d":
+            first = parse_date(start, "from") if start else dt.date(1970, 1, 1)
+            last_day = (
+                parse_date(end, "to") if end else calendar.trading_day(now) + dt.timedelta(days=1)
+            )
+            after_day = dt.date.fromisoformat(decode_cursor(cursor, 1)[0]) if cursor else None
+            page = await asyncio.to_thread(
+                history().daily_bars, symbol, first, last_day, after_day, limit
+            )
+            rows = page.rows.to_pylist()
+            bars = [
+                {
+                    "date": r["date"].isoformat(),
+                    "open": _float(r["open"]),
+                    "high": _float(r["high"]),
+                    "low": _float(r["low"]),
+                    "close": _float(r["close"]),
+                    "volume": r["volume"],
+                }
+                for r in rows
+            ]
+            following = encode_cursor([bars[-1]["date"]]) if page.more and bars else None
+            return {"symbol": symbol, "interval": interval, "bars": bars, "next_cursor": following}
+        start_at = (
+            parse_instant(start, "from")
+            if start
+            else ns_to_utc(calendar.session(calendar.trading_day(now)).pre_open_ns)
+        )
+        end_at = parse_instant(end, "to") if end else ns_to_utc(now) + dt.timedelta(minutes=1)
+        after = dt.datetime.fromisoformat(decode_cursor(cursor, 1)[0]) if cursor else None
+        minute_page = await asyncio.to_thread(
+            history().minute_bars, symbol, start_at, end_at, after, limit
+        )
+        minute_rows = minute_page.rows.to_pylist()
+        minute_bars = [
+            {
+                "t": r["ts"].isoformat(),
+                "open": r["open"],
+                "high": r["high"],
+                "low": r["low"],
+                "close": r["close"],
+                "volume": r["volume"],
+                "vwap": r["vwap"],
+                "trades": r["trades"],
+            }
+            for r in minute_rows
+        ]
+        following = (
+            encode_cursor([minute_bars[-1]["t"]]) if minute_page.more and minute_bars else None
+        )
+        return {
+            "symbol": symbol,
+            "interval": interval,
+            "bars": minute_bars,
+            "next_cursor": following,
+        }
+
+    return router

@@ -1,0 +1,103 @@
+"""Start-up from the store: warm-up history and, mid-session, today's state so far.
+
+With these a restart continues where the last process stopped: previous closes, ATR, average
+volume and the RVOL baseline come from stored daily bars and slot profiles, and today's volume,
+HOD/LOD, VWAP and open come from today's stored minute bars, applied to state exactly as the
+feed delivered them. The feed then resumes after the last stored minute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, MINUTE_HISTORY_SESSIONS, Warmup
+from tapescan.market.calendar import MarketCalendar
+from tapescan.model import AggregateBatch, AggregateKind, Universe
+from tapescan.store.base import Store
+from tapescan.store.records import slot_volume_matrix
+from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SLOT_VOLUME
+
+
+def warmup_from_store(
+    store: Store, calendar: MarketCalendar, session: dt.date, universe: Universe
+) -> Warmup | None:
+    """The warm-up for ``session`` when the store holds all of it, else None.
+
+    Complete means: slot profiles of each of the 10 sessions before (the RVOL baseline) and daily
+    bars of the session before. Daily bars of up to 40 sessions are used.
+    """
+    needed = calendar.previous_sessions(session, MINUTE_HISTORY_SESSIONS)
+    slots = store.read(
+        "SELECT session, symbol, volume FROM slot_volume WHERE session >= %s AND session < %s",
+        [needed[0], session],
+        SLOT_VOLUME.schema,
+    )
+    have = set(pc.unique(slots.column("session")).to_pylist()) if slots.num_rows else set()
+    if not set(needed) <= have:
+        return None
+    first = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)[0]
+    daily = store.read(
+        "SELECT date, symbol, open, high, low, close, volume FROM daily_bars "
+        "WHERE date >= %s AND date < %s ORDER BY date, symbol",
+        [first, session],
+        DAILY_BARS.schema,
+    )
+    if needed[-1] not in set(pc.unique(daily.column("date")).to_pylist()):
+        return None
+    slot_volume = {}
+    for day in needed:
+        rows = slots.filter(pc.equal(slots.column("session"), pa.scalar(day, pa.date32())))
+        slot_volume[day] = slot_volume_matrix(rows, universe).astype(np.float64)
+    return Warmup(session=session, daily=daily, slot_volume=slot_volume)
+
+
+def today_from_store(
+    store: Store, session: dt.date, universe: Universe, until_ns: int
+) -> AggregateBatch | None:
+    """Today's stored minute bars that ended by ``until_ns``, as one batch in time order."""
+    bars = store.read(
+        "SELECT session, symbol, ts, open, high, low, close, volume, vwap, trades "
+        "FROM minute_bars WHERE session = %s AND ts <= %s ORDER BY ts, symbol",
+        [session, dt.datetime.fromtimestamp((until_ns - 60_000_000_000) / 1e9, dt.UTC)],
+        MINUTE_BARS.schema,
+    )
+    if bars.num_rows == 0:
+        return None
+    rows = universe.indices_of(bars.column("symbol").to_pylist())
+    known = rows >= 0
+
+    def column(name: str, dtype: type[np.generic], fill: float = np.nan) -> np.ndarray:
+        values = bars.column(name)
+        if values.null_count:
+            values = values.fill_null(fill)
+        return np.asarray(values.to_numpy(), dtype=dtype)[known]
+
+    start_us = bars.column("ts").cast(pa.int64()).to_numpy()
+    close = column("close", np.float64)
+    vwap = column("vwap", np.float64)
+    return AggregateBatch(
+        kind=AggregateKind.MINUTE,
+        symbol_index=rows[known],
+        start_ns=(start_us * 1000)[known],
+        open=column("open", np.float64),
+        high=column("high", np.float64),
+        low=column("low", np.float64),
+        close=close,
+        volume=column("volume", np.int64),
+        vwap=np.where(np.isnan(vwap), close, vwap),
+        trades=column("trades", np.int32, 0).astype(np.int32),
+    )
+
+
+def last_sequences(store: Store, session: dt.date) -> dict[str, int]:
+    """The last recorded sequence number of every scan in ``session``."""
+    table = store.read(
+        "SELECT scan, max(seq) AS seq FROM scan_events WHERE session = %s GROUP BY scan",
+        [session],
+        pa.schema([("scan", pa.string()), ("seq", pa.int64())]),
+    )
+    return dict(zip(table.column("scan").to_pylist(), table.column("seq").to_pylist(), strict=True))
