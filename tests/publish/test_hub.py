@@ -155,3 +155,48 @@ async def test_a_direct_client_gets_all_frames_of_a_cycle_in_one_write_and_lags_
         ("snapshot", "a", 2),
         ("snapshot", "b", 1),
     ]
+
+
+class HalfClosedTransport(FakeTransport):
+    """What asyncio does once the library has half-closed the connection (write_eof)."""
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("Cannot call write() after write_eof()")
+
+
+async def test_a_connection_that_refuses_writes_does_not_stop_publishing_to_the_others() -> None:
+    scans = Scans()
+    hub = Hub(scans.snapshot)
+    gone, alive = hub.connect(WireFormat.JSON), hub.connect(WireFormat.JSON)
+    gone.transport, alive.transport = HalfClosedTransport(), (transport := FakeTransport())
+    hub.subscribe(gone, ["s"])
+    hub.subscribe(alive, ["s"])
+    for _ in range(3):
+        hub.publish([scans.delta()])
+    assert gone.closed
+    assert [m["type"] for w in transport.writes for m in frames_in(w)] == ["snapshot"] + [
+        "delta"
+    ] * 3
+
+
+async def test_clients_that_keep_up_are_written_to_before_backlogged_ones() -> None:
+    order: list[str] = []
+
+    class Named(FakeTransport):
+        def __init__(self, name: str, buffered: int) -> None:
+            super().__init__()
+            self.name, self.buffered = name, buffered
+
+        def write(self, data: bytes) -> None:
+            order.append(self.name)
+
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(buffer_bytes=10_000))
+    for name, buffered in [("slow1", 500), ("fast1", 0), ("slow2", 9_000), ("fast2", 0)]:
+        client = hub.connect(WireFormat.JSON)
+        client.transport = Named(name, buffered)
+        hub.subscribe(client, ["s"])
+    order.clear()
+    hub.publish([scans.delta()])
+    assert sorted(order[:2]) == ["fast1", "fast2"]
+    assert sorted(order[2:]) == ["slow1", "slow2"]

@@ -3,7 +3,9 @@
 The server runs as a subprocess (simulated market, wall-clock pace, deltas stamped with the wall
 time at the end of their cycle); the clients run in this process. Reported: delivery latency
 (cycle end to client receipt), the server's CPU and RSS, and what idle (never-reading) clients
-cost the server and the other clients.
+cost the server and the other clients. With idle clients the readers are measured three times:
+alone, with the idle clients, and alone again after them (the simulated market changes through
+the session, so the idle phase is compared with the windows on both sides of it).
 """
 
 from __future__ import annotations
@@ -96,6 +98,18 @@ class ServerProcess:
                 await asyncio.sleep(0.5)
         raise RuntimeError("the server did not warm up in time")
 
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as client:
+            health: dict[str, Any] = (await client.get(f"http://{self.url}/api/v1/health")).json()
+            return health
+
+    async def wait_for_clients(self, count: int, attempts: int = 150) -> None:
+        """Poll the server (another process) until it counts ``count`` WebSocket clients."""
+        for _ in range(attempts):
+            if (await self.health())["clients"] == count:
+                return
+            await asyncio.sleep(0.2)
+
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -160,22 +174,34 @@ async def _open_idle(url: str, count: int, scans: list[str]) -> list[ClientConne
 
 async def _measure(
     server: ServerProcess, readers: Readers, seconds: float, settle_s: float = 3.0
-) -> tuple[Latencies, dict[str, float]]:
+) -> tuple[Latencies, dict[str, Any]]:
     await asyncio.sleep(settle_s)  # let snapshots and any backlog of the set-up drain first
     latencies = Latencies()
+    cycles_before = (await server.health())["scans"]["cycles"]
     cpu_before, began = server.cpu_seconds(), time.monotonic()
     client_cpu_before = time.process_time()
     readers.recording = latencies
     await asyncio.sleep(seconds)
     readers.recording = None
     elapsed = time.monotonic() - began
+    health = await server.health()
     return latencies, {
         "cpu_percent": round(100 * (server.cpu_seconds() - cpu_before) / elapsed, 1),
         "client_process_cpu_percent": round(
             100 * (time.process_time() - client_cpu_before) / elapsed, 1
         ),
         "seconds": round(elapsed, 1),
+        # A stalled scan loop shows here (and as fewer samples), not as better latency.
+        "scan_cycles": health["scans"]["cycles"] - cycles_before,
+        "clients_connected_at_end": health["clients"],
     }
+
+
+def _change_percent(after: Latencies, before: Latencies) -> float | None:
+    if not after.values_ms or not before.values_ms:
+        return None
+    p99_after, p99_before = percentile(after.values_ms, 99), percentile(before.values_ms, 99)
+    return round(100 * (p99_after - p99_before) / p99_before, 1)
 
 
 async def _bench(
@@ -210,15 +236,23 @@ async def _bench(
                 rss_before_idle = server.rss_mb()
                 idlers = await _open_idle(server.url, idle, ["*"])
                 with_idle, idle_cpu = await _measure(server, readers, seconds)
+                rss_with_idle = server.rss_mb()
+                for ws in idlers:
+                    ws.transport.abort()  # a close handshake would wait behind unread frames
+                await server.wait_for_clients(clients)
+                # The simulated market moves on: measure the readers alone once more, so the
+                # idle phase is compared with the minutes on either side of it.
+                progress(f"idle clients gone: measuring the {clients} clients alone again")
+                after, after_cpu = await _measure(server, readers, seconds)
                 report["with_idle_clients"] = {
                     "idle_clients": idle,
                     "latency": with_idle.summary(),
                     **idle_cpu,
-                    "rss_growth_mb": round(server.rss_mb() - rss_before_idle, 1),
+                    "rss_growth_mb": round(rss_with_idle - rss_before_idle, 1),
+                    "p99_change_percent_vs_before": _change_percent(with_idle, baseline),
+                    "p99_change_percent_vs_after": _change_percent(with_idle, after),
                 }
-                for ws in idlers:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(ws.close(), 2)
+                report["clients_after_idle"] = {"latency": after.summary(), **after_cpu}
             readers.stop()
             return report
         finally:

@@ -64,6 +64,7 @@ class ClientSession:
         self._ready = asyncio.Event()
         self._closer: Callable[[], None] | None = None
         self.transport: Transport | None = None
+        self.closed = False  # its transport refused a write: nothing more is sent
 
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closer = closer
@@ -102,15 +103,31 @@ class ClientSession:
             return
         self._write(self.transport, *frames)
 
+    @property
+    def backlogged(self) -> bool:
+        """Lagging, or its socket has not taken what it was last given: served last."""
+        if self.lagging_since is not None or self.closed:
+            return True
+        if self.transport is None:
+            return bool(self._queue)
+        return self.transport.get_write_buffer_size() > 0
+
     def _write(self, transport: Transport, *frames: Frame) -> None:
-        if transport.is_closing():
+        if self.closed or transport.is_closing():
             return
         if transport.get_write_buffer_size() > self._limits.buffer_bytes:
             self.stats.dropped_frames += len(frames)
             self.lagging_since = time.monotonic()
             return
         wire = self.wire
-        transport.write(b"".join(frame.framed(wire) for frame in frames))
+        try:
+            transport.write(b"".join(frame.framed(wire) for frame in frames))
+        except (RuntimeError, OSError):
+            # The connection is being torn down under us (e.g. the WebSocket library half-closed
+            # it after a missed ping: write() after write_eof() raises). Stop writing to it; the
+            # connection's handler disconnects it from the hub.
+            self.closed = True
+            return
         self.stats.sent_frames += len(frames)
 
     def catch_up(self) -> bool:
@@ -205,7 +222,7 @@ class Hub:
         """Offer each delta to its subscribers; ``sent_ns`` (wall time) is added for benchmarks.
 
         A client gets all its frames of the cycle in one write, so the cost per cycle grows with
-        the clients, not with clients x scans.
+        the clients, not with clients x scans. Backlogged clients are written to last.
         """
         pending: dict[ClientSession, list[Frame]] = {}
         for delta in deltas:
@@ -215,7 +232,15 @@ class Hub:
             frame = delta_frame(delta, sent_ns)
             for client in subscribers:
                 pending.setdefault(client, []).append(frame)
+        # Clients that keep up first: a write to a client whose socket is full only appends to
+        # its buffer, but it must not stand in front of the clients that are reading.
+        backlogged: list[tuple[ClientSession, list[Frame]]] = []
         for client, frames in pending.items():
+            if client.backlogged:
+                backlogged.append((client, frames))
+            else:
+                client.offer_many(frames)
+        for client, frames in backlogged:
             client.offer_many(frames)
 
     def broadcast(self, frame: Frame) -> None:
