@@ -134,6 +134,8 @@ def run(
         highlight=False,
     )
     asyncio.run(_serve(node))
+    if node.tasks.failure is not None:
+        fail(f"stopped after an internal failure: {node.tasks.failure}", code=1)
     err.print("tapescan: stopped", highlight=False)
 
 

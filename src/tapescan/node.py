@@ -309,8 +309,10 @@ class Node:
                 await self._cycles_before(self.state.now_ns + 1)
             self.stats.feed_finished = True
         except Exception as error:
+            # A failed feed is reported (health 503, status message) while the API keeps
+            # answering: history and the last state stay browsable.
+            log.exception("feed failed")
             self.monitor.observe(FeedStatus(FeedState.FAILED, str(error), self.clock.now_ns()), 0)
-            raise
 
     def _apply(self, event: FeedEvent) -> None:
         self.state.apply_event(event)
@@ -360,7 +362,11 @@ class Node:
             await self._retention_due.wait()
             self._retention_due.clear()
             await asyncio.to_thread(self.recorder.flush, 60.0)
-            report = await asyncio.to_thread(retire, self.store, self.archive, self.settings)
+            try:
+                report = await asyncio.to_thread(retire, self.store, self.archive, self.settings)
+            except Exception:  # the store may be down: try again after the next session
+                log.exception("retention failed")
+                continue
             for table in report.tables:
                 if table.dropped:
                     log.info(
@@ -404,8 +410,12 @@ class Node:
         self.tasks.start(self._retention(), name="retention")
         serving = self.tasks.start(server.serve(), name="http")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-        await asyncio.wait({stopper, serving}, return_when=asyncio.FIRST_COMPLETED)
+        broken = asyncio.create_task(self.tasks.failed.wait(), name="task-failure")
+        await asyncio.wait({stopper, serving, broken}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
+        broken.cancel()
+        if self.tasks.failure is not None:
+            log.error("stopping: a task failed (%s)", self.tasks.failure)
         server.should_exit = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(serving), self.settings.shutdown_timeout_s)
