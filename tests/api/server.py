@@ -63,6 +63,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.communicate()
+        elif self.process.stderr is not None and not self.process.stderr.closed:
+            self.process.communicate()  # exited (or was killed): close its pipe
 
 
 def start_server(workdir: Path, *args: str, token: str | None = ADMIN_TOKEN) -> Server:
