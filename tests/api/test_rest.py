@@ -145,3 +145,13 @@ def test_metrics_and_openapi(server: Server) -> None:
     assert "tapescan_scan_cycles" in metrics
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert "/api/v1/scans/{scan_id}/results" in spec["paths"]
+    # every REST operation documents an example of its answer
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            answers = [
+                response["content"]["application/json"].get("example")
+                for status, response in operation["responses"].items()
+                if status.startswith("2") and "content" in response
+            ]
+            if path.startswith("/api/v1") and method != "delete" and path != "/api/v1/health":
+                assert any(a is not None for a in answers), f"{method} {path} has no example"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi import Body, FastAPI, Header, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel
 
 from tapescan import __version__
+from tapescan.api import examples
 from tapescan.api.errors import ApiError
 from tapescan.api.history_routes import history_router, scan_at
 from tapescan.api.ws import serve_websocket
@@ -282,7 +283,7 @@ def create_app(node: NodeView) -> FastAPI:
             report.model_dump(), status_code=503 if report.status == "failed" else 200
         )
 
-    @app.get("/api/v1/session")
+    @app.get("/api/v1/session", responses=examples.SESSION)
     async def session() -> dict[str, Any]:
         """The trading session the clock is in, its phase and its boundaries."""
         now = node.clock.now_ns()
@@ -298,7 +299,7 @@ def create_app(node: NodeView) -> FastAPI:
             "post_close": iso(times.post_close_ns),
         }
 
-    @app.get("/api/v1/scans")
+    @app.get("/api/v1/scans", responses=examples.SCANS)
     async def list_scans(limit: Limit = DEFAULT_PAGE, cursor: Cursor = None) -> dict[str, Any]:
         """Every scan definition, built-in and user."""
         items, following = paginate(
@@ -306,7 +307,7 @@ def create_app(node: NodeView) -> FastAPI:
         )
         return {"items": items, "next_cursor": following}
 
-    @app.get("/api/v1/scans/columns")
+    @app.get("/api/v1/scans/columns", responses=examples.COLUMNS)
     async def list_columns(limit: Limit = DEFAULT_PAGE, cursor: Cursor = None) -> dict[str, Any]:
         """Every column a scan can filter, sort or show."""
         rows = [
@@ -315,16 +316,17 @@ def create_app(node: NodeView) -> FastAPI:
         items, following = paginate(rows, limit, cursor)
         return {"items": items, "next_cursor": following}
 
-    @app.get("/api/v1/scans/{scan_id}")
+    @app.get("/api/v1/scans/{scan_id}", responses=examples.SCAN)
     async def get_scan(scan_id: str) -> dict[str, Any]:
         scan_or_404(scan_id)
         definition = node.registry.get(scan_id)
         assert definition is not None
         return definition.to_dict()
 
-    @app.post("/api/v1/scans", status_code=201)
+    @app.post("/api/v1/scans", status_code=201, responses=examples.CREATED)
     async def create_scan(
-        body: dict[str, Any], authorization: Annotated[str | None, Header()] = None
+        body: Annotated[dict[str, Any], Body(openapi_examples=examples.SCAN_BODY_EXAMPLES)],
+        authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         """Create a user scan (admin). 422 lists every invalid field."""
         admin(authorization)
@@ -333,7 +335,7 @@ def create_app(node: NodeView) -> FastAPI:
         except ScanConflictError as error:
             raise ApiError(409, "scan_exists", str(error)) from None
 
-    @app.put("/api/v1/scans/{scan_id}")
+    @app.put("/api/v1/scans/{scan_id}", responses=examples.CREATED)
     async def replace_scan(
         scan_id: str, body: dict[str, Any], authorization: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
@@ -355,7 +357,7 @@ def create_app(node: NodeView) -> FastAPI:
             raise ApiError(409, "not_deletable", str(error)) from None
         return Response(status_code=204)
 
-    @app.get("/api/v1/scans/{scan_id}/results")
+    @app.get("/api/v1/scans/{scan_id}/results", responses=examples.RESULTS)
     async def scan_results(
         scan_id: str, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None, at: str | None = None
     ) -> dict[str, Any]:
@@ -375,7 +377,7 @@ def create_app(node: NodeView) -> FastAPI:
             "next_cursor": following,
         }
 
-    @app.get("/api/v1/symbols/{symbol}")
+    @app.get("/api/v1/symbols/{symbol}", responses=examples.SYMBOL)
     async def symbol(symbol: str) -> dict[str, Any]:
         """Every column of one symbol, at full precision (null when unknown)."""
         row = node.universe.index_of(symbol.upper())

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from tapescan.api import examples
 from tapescan.api.errors import ApiError
 from tapescan.market.calendar import MarketCalendar, datetime_to_ns, ns_to_utc
 from tapescan.publish.frames import iso
@@ -114,7 +115,7 @@ def history_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
-    @router.get("/scans/{scan_id}/events")
+    @router.get("/scans/{scan_id}/events", responses=examples.EVENTS)
     async def scan_events(
         scan_id: str,
         start: Annotated[str | None, Query(alias="from", description="ISO 8601 instant.")] = None,
@@ -163,7 +164,7 @@ def history_router(
             ),
         }
 
-    @router.get("/symbols/{symbol}/bars")
+    @router.get("/symbols/{symbol}/bars", responses=examples.BARS)
     async def symbol_bars(
         symbol: str,
         interval: Annotated[Literal["1m", "1d"], Query(description="1m or 1d.")] = "1m",
