@@ -144,7 +144,38 @@ async def _serve(node: Any) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await node.run(stop)
+    progress = asyncio.create_task(_warmup_progress(node, stop))
+    try:
+        await node.run(stop)
+    finally:
+        progress.cancel()
+
+
+async def _warmup_progress(node: Any, stop: asyncio.Event) -> None:
+    """A progress bar on stderr while the process warms up (history, today's bars)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    stats = node.stats
+    columns = (TextColumn("warm-up: {task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        while not stats.warmed_up and not stop.is_set():
+            total = stats.warmup_total or None
+            bar.update(
+                task,
+                description=stats.warmup_step or "starting",
+                total=total,
+                completed=stats.warmup_done,
+            )
+            await asyncio.sleep(0.2)  # a display refresh, not a wait for a condition
+    source = node.recovery.warmup_source
+    if stats.warmed_up:
+        recovered = node.recovery.recovered_bars
+        err.print(
+            f"tapescan: warmed up from the {source}"
+            + (f"; {recovered:,} of today's bars recovered from the store" if recovered else ""),
+            highlight=False,
+        )
 
 
 def _default_end_date() -> dt.date:

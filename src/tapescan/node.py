@@ -19,6 +19,7 @@ from tapescan.api.app import create_app
 from tapescan.api.ws_transport import DirectWebSocketProtocol
 from tapescan.config import ConfigError, Settings
 from tapescan.feeds.base import Feed
+from tapescan.feeds.history import Warmup
 from tapescan.feeds.monitor import FeedMonitor
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
@@ -250,20 +251,23 @@ class Node:
             }
         )
         self.recorder.put("daily_bars", daily)
-        self._retention_due.set()
         self.recorder.put(
             "slot_volume", slot_volume_rows(summary.date, self.universe, summary.slot_volume)
         )
+        self._retention_due.set()
 
-    def _warm_up(self) -> Any:
+    def _warm_up(self) -> Warmup:
         """Warm-up history from the store when it has it, else from the feed (then stored)."""
+        self.stats.warmup_step = "reading history from the store"
         self.store.write("symbols", conform(SYMBOLS, _reference_rows(self.feed.reference())))
         warmup = warmup_from_store(self.store, self.calendar, self.session, self.universe)
         if warmup is not None:
             self.recovery.warmup_source = "store"
             return warmup
+        self.stats.warmup_step = f"warm-up history from the {self.feed.name} feed"
         warmup = self.feed.warmup(self.session, self._warmup_step)
         self.recovery.warmup_source = "feed"
+        self.stats.warmup_step = "storing warm-up history"
         self.store.write(
             "daily_bars",
             warmup.daily.select(["date", "symbol", "open", "high", "low", "close", "volume"]),
@@ -274,6 +278,7 @@ class Node:
 
     def _recover_today(self) -> int | None:
         """Apply today's stored minute bars (a restart mid-session); returns where they end."""
+        self.stats.warmup_step = "today's bars from the store"
         self.store.truncate_from(self.session, self.start_ns)
         times = self.calendar.session(self.session)
         if self.start_ns <= times.pre_open_ns:
@@ -326,7 +331,7 @@ class Node:
                 )
 
     async def _cycles_before(self, ts_ns: int) -> None:
-        """Run every grid cycle before ``ts_ns`` (market closed: none, but one at the close)."""
+        """Run every grid cycle before ``ts_ns``; none while the market is closed."""
         while self._next_cycle_ns < ts_ns:
             at = self._next_cycle_ns
             phase = self.calendar.phase(at)

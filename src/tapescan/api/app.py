@@ -93,6 +93,7 @@ class SessionHealth(BaseModel):
 class ScanHealth(BaseModel):
     warmed_up: bool
     feed_finished: bool
+    warmup_step: str
     warmup_done: int
     warmup_total: int
     cycles: int
@@ -157,6 +158,7 @@ def health_of(node: NodeView) -> Health:
         scans=ScanHealth(
             warmed_up=stats.warmed_up,
             feed_finished=stats.feed_finished,
+            warmup_step=stats.warmup_step,
             warmup_done=stats.warmup_done,
             warmup_total=stats.warmup_total,
             cycles=stats.cycles,

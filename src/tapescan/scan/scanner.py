@@ -39,6 +39,7 @@ class ScanStats:
     cycles: int = 0
     last_cycle_ms: float = 0.0
     deltas: int = 0
+    warmup_step: str = ""  # what warm-up is doing now, for people watching it
     warmup_done: int = 0
     warmup_total: int = 0
     warmed_up: bool = False
