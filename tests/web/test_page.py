@@ -82,8 +82,10 @@ def test_clicking_a_symbol_opens_the_side_panel_with_values_and_a_chart(page: Pa
     expect(page.get_by_test_id("symbol-chart")).to_be_visible()
     expect(page.get_by_test_id("value-price")).to_be_visible()
     expect(page.get_by_test_id("value-rvol")).to_be_visible()
-    # the bars API answers 501 until the history store exists: the page says so
-    expect(page.get_by_test_id("chart-note")).to_contain_text("history store")
+    # the chart is drawn from the history store's 1-minute bars (tests/web/test_chart.py)
+    expect(page.get_by_test_id("chart-note")).to_contain_text(
+        "one-minute bars from the history store", timeout=10_000
+    )
     box = page.get_by_test_id("symbol-chart").bounding_box()
     assert box is not None
     assert box["width"] > 200

@@ -17,6 +17,12 @@ const ENRICH_CONCURRENCY = 4;
 const ENRICH_ROWS = 60;
 const SYMBOL_REFRESH_MS = 2000;
 const HISTORY_POINTS = 2000; // per symbol, for the fallback chart
+// The symbol chart: today's 1-minute bars (a session has at most 960 minutes, 04:00-20:00 ET),
+// read page by page and then kept current while the panel is open.
+const BARS_PAGE = 1000; // the API's largest page
+const BARS_MAX = 1000; // bars held for the symbol shown
+const BARS_MAX_PAGES = 3; // pages followed in one load (a day needs one)
+const BARS_POLL_MS = 15_000;
 // Bounds for a page left open all day: at most this many symbols each in the price history,
 // the per-symbol column cache and the alert cooldowns (oldest dropped first).
 const HISTORY_SYMBOLS = 1000; // x 2,000 points x 2 numbers: ~32 MB at worst
@@ -109,7 +115,7 @@ function restartClass(node, cls, ms) {
 // ---------------------------------------------------------------------------------------------
 // REST
 
-async function api(path, { method = "GET", body, token } = {}) {
+async function api(path, { method = "GET", body, token, signal } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -118,6 +124,7 @@ async function api(path, { method = "GET", body, token } = {}) {
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
+    signal,
   });
   let data = null;
   const text = await response.text();
@@ -1508,9 +1515,12 @@ const board = {
 const symbolPanel = {
   node: null,
   symbol: null,
-  timer: null,
-  bars: null, // bars from the history store, when it answers
-  barsState: "unknown", // unknown | loading | ok | unavailable | error
+  timer: null, // refreshes the values every SYMBOL_REFRESH_MS while open
+  bars: [], // today's 1-minute bars from the history store, oldest first (at most BARS_MAX)
+  barsState: "unknown", // unknown | loading | ok | error
+  barsError: null, // why the last bars request failed, if it did
+  barsTimer: null, // the one timer that keeps the bars current, only while the panel is open
+  barsAbort: null, // aborts the bars request in flight when its symbol is no longer shown
   values: null,
   returnFocus: null,
   drawQueued: false,
@@ -1540,14 +1550,19 @@ const symbolPanel = {
     byTestId("symbol-title").textContent = symbol;
     if (changed) {
       this.values = null;
-      this.bars = null;
+      this.stopBars();
+      this.bars = [];
       this.barsState = "loading";
+      this.barsError = null;
       byTestId("symbol-name").textContent = "";
       byTestId("symbol-price").textContent = "";
       byTestId("symbol-change").textContent = "";
       $("tbody", byTestId("symbol-values")).replaceChildren();
-      byTestId("chart-note").textContent = "";
-      this.loadBars(symbol);
+      const note = byTestId("chart-note");
+      note.textContent = "Loading today's 1-minute bars…";
+      note.dataset.state = "loading";
+      for (const key of ["bars", "vwap", "last"]) delete note.dataset[key];
+      this.syncBars(symbol);
     }
     this.refresh();
     clearInterval(this.timer);
@@ -1562,12 +1577,14 @@ const symbolPanel = {
     document.body.classList.remove("has-symbol-panel");
     clearInterval(this.timer);
     this.timer = null;
+    this.stopBars();
+    this.bars = [];
+    this.barsState = "unknown";
     this.symbol = null;
     const target = this.returnFocus;
     this.returnFocus = null;
     if (target && target.isConnected) target.focus({ preventScroll: true });
   },
-
   async refresh() {
     const symbol = this.symbol;
     if (!symbol) return;
@@ -1589,11 +1606,13 @@ const symbolPanel = {
     }
     errorEl.hidden = true;
     const values = symbolValues(response.data);
+    const redraw = values?.prev_close !== this.values?.prev_close; // the chart's reference line
     this.values = values;
     const asof = Date.parse(response.data?.asof ?? "");
     recordPrice(symbol, Number.isFinite(asof) ? asof : marketNow(), values?.price);
     enrich.cache.set(symbol, { values, at: performance.now() });
     this.renderValues(values);
+    if (redraw) this.queueDraw();
   },
 
   renderValues(values) {
@@ -1641,27 +1660,46 @@ const symbolPanel = {
     tbody.replaceChildren(...fresh);
   },
 
-  async loadBars(symbol) {
-    let response;
-    try {
-      response = await api(`/symbols/${encodeURIComponent(symbol)}/bars?interval=1m`);
-    } catch {
-      response = { ok: false, status: 0, data: null };
-    }
-    if (symbol !== this.symbol) return;
-    const note = byTestId("chart-note");
-    if (response.ok) {
-      this.bars = parseBars(response.data);
-      this.barsState = "ok";
-      note.textContent = `1-minute bars from the history store (${this.bars.length}).`;
-    } else if (response.status === 501) {
-      this.barsState = "unavailable";
-    } else {
-      this.barsState = "error";
-    }
-    this.queueDraw();
+  stopBars() {
+    clearTimeout(this.barsTimer);
+    this.barsTimer = null;
+    this.barsAbort?.abort();
+    this.barsAbort = null;
   },
 
+  /**
+   * Today's bars for `symbol`: all of them when none are held yet, else those from the last
+   * held bar's minute on (that bar again, perhaps updated, and any newer ones), merged by time.
+   * Then the next update is scheduled, while the panel still shows this symbol.
+   */
+  async syncBars(symbol) {
+    this.stopBars();
+    const abort = new AbortController();
+    this.barsAbort = abort;
+    const since = this.bars.length ? this.bars[this.bars.length - 1].iso : null;
+    let fresh = null;
+    let failure = null;
+    try {
+      fresh = await fetchBars(symbol, since, abort.signal);
+    } catch (error) {
+      failure = error;
+    }
+    if (abort.signal.aborted || symbol !== this.symbol) return;
+    this.barsAbort = null;
+    if (fresh) {
+      mergeBars(this.bars, fresh);
+      this.barsState = "ok";
+      this.barsError = null;
+    } else {
+      this.barsError =
+        failure instanceof BarsError ? failure.message : "the bars API could not be reached";
+      if (this.barsState !== "ok") this.barsState = "error"; // else keep what is held
+    }
+    this.queueDraw();
+    if (!this.node.hidden) {
+      this.barsTimer = setTimeout(() => this.syncBars(symbol), BARS_POLL_MS);
+    }
+  },
   queueDraw() {
     if (this.drawQueued || this.node.hidden) return;
     this.drawQueued = true;
@@ -1674,53 +1712,156 @@ const symbolPanel = {
   draw() {
     if (!this.symbol) return;
     const note = byTestId("chart-note");
+    const prevClose = this.values?.prev_close;
+    const reference = typeof prevClose === "number" && Number.isFinite(prevClose) ? prevClose : null;
     if (this.barsState === "ok") {
+      const bars = this.bars;
+      const vwap = sessionVwap(bars);
+      const first = bars[0];
+      const last = bars[bars.length - 1];
+      const lastVwap = vwap.length ? vwap[vwap.length - 1] : null;
       drawChart(this.canvas, {
-        line: this.bars.map((b) => [b.t, b.c]),
-        bars: this.bars,
-        reference: this.values?.prev_close,
+        line: bars.map((b) => [b.t + 30_000, b.c]), // each close in the middle of its minute
+        bars,
+        vwap,
+        reference,
+        span: last ? [first.t, last.t + 60_000] : null,
+        empty: "No 1-minute bars recorded for this symbol today yet",
       });
+      note.dataset.state = "bars";
+      note.dataset.bars = String(bars.length);
+      if (lastVwap === null) delete note.dataset.vwap;
+      else note.dataset.vwap = lastVwap.toFixed(4);
+      if (last) note.dataset.last = last.iso;
+      else delete note.dataset.last;
+      let text = `${bars.length} one-minute bar${bars.length === 1 ? "" : "s"} from the history store`;
+      if (last) text += `, ${etShortTime.format(first.t)}–${etShortTime.format(last.t)} ET`;
+      text += this.barsError
+        ? `; the last update failed (${this.barsError}), retrying every 15 s.`
+        : "; updated every 15 s while this panel is open.";
+      note.textContent = text;
+      this.renderLegend({ price: last?.c, vwap: lastVwap, prevClose: reference, bars: true });
       return;
     }
     const points = priceHistory.get(this.symbol) ?? [];
-    drawChart(this.canvas, { line: points, reference: this.values?.prev_close });
-    if (this.barsState === "unavailable" || this.barsState === "error") {
-      const why =
-        this.barsState === "unavailable"
-          ? "the bars API answers 501 until the history store is available"
-          : "the bars API could not be reached";
+    drawChart(this.canvas, { line: points, reference });
+    this.renderLegend({ price: points[points.length - 1]?.[1], prevClose: reference, bars: false });
+    if (this.barsState === "error") {
       note.textContent =
         `Drawn from ${points.length} price${points.length === 1 ? "" : "s"} seen since this ` +
-        `page opened; full intraday history needs the history store (${why}).`;
+        `page opened: the 1-minute bars could not be loaded (${this.barsError}); ` +
+        "retrying every 15 s.";
       note.dataset.state = "fallback";
+      for (const key of ["bars", "vwap", "last"]) delete note.dataset[key];
     }
+  },
+
+  renderLegend({ price = null, vwap = null, prevClose = null, bars }) {
+    const legend = byTestId("chart-legend");
+    const digits = typeof price === "number" && price < 1 ? 4 : 2;
+    const show = (key, visible, value = null) => {
+      const item = $(`[data-key="${key}"]`, legend);
+      item.hidden = !visible;
+      const out = $(".num", item);
+      if (out) out.textContent = typeof value === "number" ? fixed(value, digits) : "—";
+    };
+    show("price", true, price);
+    show("vwap", bars, vwap);
+    show("prev-close", true, prevClose);
+    show("volume", bars);
   },
 };
 
-function parseBars(data) {
-  const pick = (obj, keys) => {
-    for (const key of keys) if (obj[key] !== undefined) return obj[key];
-    return undefined;
-  };
-  return itemsOf(data, ["bars", "items", "rows"])
-    .map((bar) => {
-      if (Array.isArray(bar)) {
-        const [t, o, h, l, c, v] = bar;
-        return { t: typeof t === "number" ? t : Date.parse(t), o, h, l, c, v };
-      }
-      const t = pick(bar, ["t", "ts", "time", "start", "timestamp"]);
-      return {
-        t: typeof t === "number" ? (t > 1e15 ? t / 1e6 : t) : Date.parse(t),
-        o: pick(bar, ["o", "open"]),
-        h: pick(bar, ["h", "high"]),
-        l: pick(bar, ["l", "low"]),
-        c: pick(bar, ["c", "close"]),
-        v: pick(bar, ["v", "volume"]),
-      };
-    })
-    .filter((b) => Number.isFinite(b.t) && typeof b.c === "number");
+class BarsError extends Error {}
+
+/** Today's 1-minute bars of `symbol` (from `since`, an ISO instant, when given), all pages. */
+async function fetchBars(symbol, since, signal) {
+  let base = `/symbols/${encodeURIComponent(symbol)}/bars?interval=1m&limit=${BARS_PAGE}`;
+  if (since) base += `&from=${encodeURIComponent(since)}`;
+  const bars = [];
+  let cursor = null;
+  for (let page = 0; page < BARS_MAX_PAGES; page += 1) {
+    const path = cursor ? `${base}&cursor=${encodeURIComponent(cursor)}` : base;
+    const response = await api(path, { signal });
+    if (!response.ok) {
+      const why = typeof response.data?.message === "string" ? `: ${response.data.message}` : "";
+      throw new BarsError(`the bars API answered ${response.status}${why}`);
+    }
+    bars.push(...parseBars(response.data));
+    cursor = response.data?.next_cursor ?? null;
+    if (!cursor) break;
+  }
+  return bars;
 }
 
+/** Bars as the API gives them ({"t": ISO, "open", ..., "vwap"}), oldest first. */
+function parseBars(data) {
+  const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+  const bars = [];
+  for (const bar of Array.isArray(data?.bars) ? data.bars : []) {
+    const t = Date.parse(bar?.t ?? "");
+    const c = num(bar?.close);
+    if (!Number.isFinite(t) || c === null) continue;
+    bars.push({
+      t,
+      iso: bar.t,
+      o: num(bar.open),
+      h: num(bar.high),
+      l: num(bar.low),
+      c,
+      v: num(bar.volume) ?? 0,
+      vwap: num(bar.vwap),
+    });
+  }
+  return bars;
+}
+
+const etDay = new Intl.DateTimeFormat("en-CA", {
+  timeZone: "America/New_York",
+  year: "numeric",
+  month: "2-digit",
+  day: "2-digit",
+});
+
+/**
+ * Merges `fresh` bars into `bars` (both oldest first) by time: a bar of a minute already held
+ * replaces it (the last one may have been updated), newer ones are appended. Only the newest
+ * session day and the last BARS_MAX bars are kept.
+ */
+function mergeBars(bars, fresh) {
+  for (const bar of fresh) {
+    const last = bars[bars.length - 1];
+    if (!last || bar.t > last.t) {
+      bars.push(bar);
+      continue;
+    }
+    const i = bars.findLastIndex((b) => b.t <= bar.t);
+    if (i >= 0 && bars[i].t === bar.t) bars[i] = bar;
+    else bars.splice(i + 1, 0, bar);
+  }
+  if (bars.length > BARS_MAX) bars.splice(0, bars.length - BARS_MAX);
+  if (bars.length) {
+    const day = etDay.format(bars[bars.length - 1].t);
+    let stale = 0;
+    while (stale < bars.length && etDay.format(bars[stale].t) !== day) stale += 1;
+    if (stale) bars.splice(0, stale);
+  }
+}
+
+/** The session VWAP after each bar: sum(vwap x volume) / sum(volume), close when no vwap. */
+function sessionVwap(bars) {
+  const out = [];
+  let pv = 0;
+  let volume = 0;
+  for (const b of bars) {
+    if (b.v > 0) {
+      pv += (b.vwap ?? b.c) * b.v;
+      volume += b.v;
+    }
+    out.push(volume > 0 ? pv / volume : (b.vwap ?? b.c));
+  }
+  return out;
+}
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -1732,8 +1873,15 @@ function niceStep(range, count) {
   return power * (unit < 1.5 ? 1 : unit < 3 ? 2 : unit < 7 ? 5 : 10);
 }
 
-/** A price line (and candles when bars are given) with axes in ET. */
-function drawChart(canvas, { line, bars = null, reference = null }) {
+/**
+ * An intraday chart with axes in ET: a price line, the previous close (dashed) and, when bars
+ * are given, their volume in a lower band and the session VWAP line. `span` is the time range
+ * ([ms, ms]) when it is not that of the line.
+ */
+function drawChart(
+  canvas,
+  { line, bars = null, vwap = null, reference = null, span = null, empty = null },
+) {
   const rect = canvas.getBoundingClientRect();
   const dpr = window.devicePixelRatio || 1;
   const width = Math.max(1, Math.round(rect.width * dpr));
@@ -1752,16 +1900,16 @@ function drawChart(canvas, { line, bars = null, reference = null }) {
   const muted = cssVar("--muted") || "#8a94a6";
   const grid = cssVar("--grid") || "#263041";
   const accent = cssVar("--accent") || "#4ea1ff";
-  if (line.length < 2) {
+  const vwapColor = cssVar("--warn") || "#f5a524";
+  const withBars = Array.isArray(bars) && bars.length > 0;
+  if (line.length < (withBars ? 1 : 2)) {
     ctx.fillStyle = muted;
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
-    ctx.fillText(
-      line.length ? "Collecting prices…" : "No prices seen yet for this symbol",
-      w / 2,
-      h / 2,
-    );
-    canvas.setAttribute("aria-label", "Intraday price chart: not enough prices yet");
+    const message =
+      empty ?? (line.length ? "Collecting prices…" : "No prices seen yet for this symbol");
+    ctx.fillText(message, w / 2, h / 2);
+    canvas.setAttribute("aria-label", `Intraday price chart: ${message}`);
     return;
   }
   let lo = Infinity;
@@ -1770,14 +1918,14 @@ function drawChart(canvas, { line, bars = null, reference = null }) {
     lo = Math.min(lo, p);
     hi = Math.max(hi, p);
   }
-  if (bars) {
-    for (const b of bars) {
-      if (typeof b.l === "number") lo = Math.min(lo, b.l);
-      if (typeof b.h === "number") hi = Math.max(hi, b.h);
-    }
+  for (const p of vwap ?? []) {
+    lo = Math.min(lo, p);
+    hi = Math.max(hi, p);
   }
+  // the previous close is drawn in the price range unless it would squash the day's moves
+  const range = Math.max(hi - lo, hi * 0.002);
   const hasReference =
-    typeof reference === "number" && reference > lo - (hi - lo) && reference < hi + (hi - lo);
+    typeof reference === "number" && reference > lo - range && reference < hi + range;
   if (hasReference) {
     lo = Math.min(lo, reference);
     hi = Math.max(hi, reference);
@@ -1789,14 +1937,19 @@ function drawChart(canvas, { line, bars = null, reference = null }) {
   const pad = (hi - lo) * 0.08;
   lo -= pad;
   hi += pad;
-  const t0 = line[0][0];
-  const t1 = Math.max(line[line.length - 1][0], t0 + 1);
+  const t0 = span ? span[0] : line[0][0];
+  const t1 = Math.max(span ? span[1] : line[line.length - 1][0], t0 + 1);
   const right = Math.ceil(ctx.measureText("0000.00").width) + 12;
   const bottom = fontPx + 10;
   const plotW = Math.max(10, w - right - 8);
   const plotH = Math.max(10, h - bottom - 8);
+  // with bars, the lower quarter of the plot is the volume band
+  const volGap = withBars ? 6 : 0;
+  const volH = withBars ? Math.round(plotH * 0.24) : 0;
+  const priceH = plotH - volH - volGap;
+  const volTop = 8 + priceH + volGap;
   const x = (t) => 8 + ((t - t0) / (t1 - t0)) * plotW;
-  const y = (p) => 8 + (1 - (p - lo) / (hi - lo)) * plotH;
+  const y = (p) => 8 + (1 - (p - lo) / (hi - lo)) * priceH;
   const digits = hi < 1 ? 4 : 2;
 
   ctx.strokeStyle = grid;
@@ -1804,7 +1957,7 @@ function drawChart(canvas, { line, bars = null, reference = null }) {
   ctx.lineWidth = 1;
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  const step = niceStep(hi - lo, 5);
+  const step = niceStep(hi - lo, withBars ? 4 : 5);
   for (let p = Math.ceil(lo / step) * step; p <= hi; p += step) {
     const py = Math.round(y(p)) + 0.5;
     ctx.beginPath();
@@ -1817,10 +1970,19 @@ function drawChart(canvas, { line, bars = null, reference = null }) {
   ctx.textBaseline = "top";
   const timeFormat = t1 - t0 < 15 * 60_000 ? etTime : etShortTime;
   const ticks = Math.max(2, Math.floor(plotW / (timeFormat === etTime ? 110 : 80)));
+  let tickTimes = [];
+  if (timeFormat === etTime) {
+    for (let i = 0; i <= ticks; i += 1) tickTimes.push(t0 + ((t1 - t0) * i) / ticks);
+  } else {
+    // whole minutes, hours: ET is a whole number of hours from UTC, so these are round in ET
+    const minutes = [1, 2, 5, 10, 15, 30, 60, 120, 180, 240];
+    const stepMs = (minutes.find((m) => (t1 - t0) / (m * 60_000) <= ticks) ?? 240) * 60_000;
+    for (let t = Math.ceil(t0 / stepMs) * stepMs; t <= t1; t += stepMs) tickTimes.push(t);
+    if (tickTimes.length < 2) tickTimes = [t0, t1];
+  }
   let lastLabel = "";
   let lastRight = -Infinity;
-  for (let i = 0; i <= ticks; i += 1) {
-    const t = t0 + ((t1 - t0) * i) / ticks;
+  for (const t of tickTimes) {
     const text = timeFormat.format(t);
     const half = ctx.measureText(text).width / 2;
     const center = Math.min(Math.max(x(t), 8 + half), 8 + plotW - half);
@@ -1829,68 +1991,123 @@ function drawChart(canvas, { line, bars = null, reference = null }) {
     lastRight = center + half;
     ctx.fillText(text, center, 8 + plotH + 5);
   }
-  if (hasReference) {
-    ctx.save();
-    ctx.setLineDash([4, 4]);
-    ctx.strokeStyle = muted;
-    const py = Math.round(y(reference)) + 0.5;
+
+  if (withBars) {
+    let maxV = 0;
+    for (const b of bars) maxV = Math.max(maxV, b.v);
+    const py = volTop - Math.round(volGap / 2) + 0.5;
+    ctx.strokeStyle = grid;
     ctx.beginPath();
     ctx.moveTo(8, py);
     ctx.lineTo(8 + plotW, py);
     ctx.stroke();
-    ctx.restore();
-  }
-  if (bars && bars.length < plotW / 3) {
-    const bw = Math.max(1, Math.min(8, (plotW / bars.length) * 0.6));
-    for (const b of bars) {
-      if (![b.o, b.h, b.l, b.c].every((v) => typeof v === "number")) continue;
-      ctx.strokeStyle = ctx.fillStyle = b.c >= b.o ? cssVar("--up") : cssVar("--down");
-      ctx.beginPath();
-      ctx.moveTo(x(b.t), y(b.h));
-      ctx.lineTo(x(b.t), y(b.l));
-      ctx.stroke();
-      const top = y(Math.max(b.o, b.c));
-      ctx.fillRect(x(b.t) - bw / 2, top, bw, Math.max(1, y(Math.min(b.o, b.c)) - top));
+    if (maxV > 0) {
+      const up = cssVar("--up") || "#22c57d";
+      const down = cssVar("--down") || "#ff5c61";
+      const bw = Math.max(1, (plotW / ((t1 - t0) / 60_000)) * 0.7);
+      ctx.save();
+      ctx.globalAlpha = 0.6;
+      let previous = null;
+      for (const b of bars) {
+        const bh = Math.max(b.v > 0 ? 1 : 0, (b.v / maxV) * volH);
+        const rising = b.o !== null ? b.c >= b.o : previous === null || b.c >= previous;
+        ctx.fillStyle = rising ? up : down;
+        ctx.fillRect(x(b.t + 30_000) - bw / 2, volTop + volH - bh, bw, bh);
+        previous = b.c;
+      }
+      ctx.restore();
+      ctx.fillStyle = muted;
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillText(compact(maxV), 8 + plotW + 6, volTop);
     }
-  } else {
-    const gradient = ctx.createLinearGradient(0, 8, 0, 8 + plotH);
-    gradient.addColorStop(0, `${accent}55`);
-    gradient.addColorStop(1, `${accent}00`);
-    ctx.beginPath();
-    ctx.moveTo(x(line[0][0]), y(line[0][1]));
-    for (const [t, p] of line) ctx.lineTo(x(t), y(p));
-    ctx.lineTo(x(line[line.length - 1][0]), 8 + plotH);
-    ctx.lineTo(x(line[0][0]), 8 + plotH);
-    ctx.closePath();
-    ctx.fillStyle = gradient;
-    ctx.fill();
-    ctx.beginPath();
-    ctx.moveTo(x(line[0][0]), y(line[0][1]));
-    for (const [t, p] of line) ctx.lineTo(x(t), y(p));
-    ctx.strokeStyle = accent;
-    ctx.lineWidth = 1.5;
-    ctx.stroke();
   }
+
+  if (typeof reference === "number") {
+    if (hasReference) {
+      ctx.save();
+      ctx.setLineDash([4, 4]);
+      ctx.strokeStyle = muted;
+      const py = Math.round(y(reference)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(8, py);
+      ctx.lineTo(8 + plotW, py);
+      ctx.stroke();
+      ctx.restore();
+    } else {
+      // too far away to draw in scale: say where it is
+      const above = reference > hi;
+      ctx.fillStyle = muted;
+      ctx.textAlign = "right";
+      ctx.textBaseline = above ? "top" : "bottom";
+      ctx.fillText(
+        `prev close ${fixed(reference, digits)} ${above ? "↑" : "↓"}`,
+        8 + plotW - 4,
+        above ? 10 : 6 + priceH,
+      );
+    }
+  }
+
+  const gradient = ctx.createLinearGradient(0, 8, 0, 8 + priceH);
+  gradient.addColorStop(0, `${accent}55`);
+  gradient.addColorStop(1, `${accent}00`);
+  ctx.beginPath();
+  ctx.moveTo(x(line[0][0]), y(line[0][1]));
+  for (const [t, p] of line) ctx.lineTo(x(t), y(p));
+  ctx.lineTo(x(line[line.length - 1][0]), 8 + priceH);
+  ctx.lineTo(x(line[0][0]), 8 + priceH);
+  ctx.closePath();
+  ctx.fillStyle = gradient;
+  ctx.fill();
+  ctx.beginPath();
+  ctx.moveTo(x(line[0][0]), y(line[0][1]));
+  for (const [t, p] of line) ctx.lineTo(x(t), y(p));
+  ctx.strokeStyle = accent;
+  ctx.lineWidth = 1.5;
+  ctx.stroke();
+
+  const tagAt = (value, py, color) => {
+    const tag = fixed(value, digits);
+    ctx.fillStyle = color;
+    ctx.fillRect(8 + plotW + 2, py - fontPx / 2 - 3, ctx.measureText(tag).width + 8, fontPx + 6);
+    ctx.fillStyle = cssVar("--bg") || "#000";
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillText(tag, 8 + plotW + 6, py);
+    return tag;
+  };
   const [lastT, lastP] = line[line.length - 1];
   const ly = y(lastP);
+  let vwapText = "";
+  if (withBars && vwap && vwap.length === bars.length) {
+    ctx.beginPath();
+    bars.forEach((b, i) => {
+      const px = x(b.t + 30_000);
+      if (i === 0) ctx.moveTo(px, y(vwap[i]));
+      else ctx.lineTo(px, y(vwap[i]));
+    });
+    ctx.strokeStyle = vwapColor;
+    ctx.lineWidth = 1.25;
+    ctx.stroke();
+    const last = vwap[vwap.length - 1];
+    vwapText = `, session VWAP ${fixed(last, digits)}`;
+    if (Math.abs(y(last) - ly) > fontPx + 6) tagAt(last, y(last), vwapColor);
+  }
   ctx.fillStyle = accent;
   ctx.beginPath();
   ctx.arc(x(lastT), ly, 2.5, 0, Math.PI * 2);
   ctx.fill();
-  const tag = fixed(lastP, digits);
-  const tagW = ctx.measureText(tag).width + 8;
-  ctx.fillRect(8 + plotW + 2, ly - fontPx / 2 - 3, tagW, fontPx + 6);
-  ctx.fillStyle = cssVar("--bg") || "#000";
-  ctx.textAlign = "left";
-  ctx.textBaseline = "middle";
-  ctx.fillText(tag, 8 + plotW + 6, ly);
+  const tag = tagAt(lastP, ly, accent);
+  const what = withBars
+    ? `${bars.length} one-minute bars`
+    : `${line.length} prices seen since the page opened`;
   canvas.setAttribute(
     "aria-label",
-    `Intraday price chart: ${line.length} points from ${etShortTime.format(t0)} to ` +
-      `${etShortTime.format(t1)} ET, last ${tag}`,
+    `Intraday price chart: ${what} from ${etShortTime.format(t0)} to ` +
+      `${etShortTime.format(t1)} ET, last ${tag}${vwapText}` +
+      (typeof reference === "number" ? `, previous close ${fixed(reference, digits)}` : ""),
   );
 }
-
 // ---------------------------------------------------------------------------------------------
 // the scan builder dialog
 
