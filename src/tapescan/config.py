@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         description="Sessions of slot-volume profiles kept hot (>= the RVOL baseline's 10).",
     )
     archive_zstd_level: int = Field(default=9, ge=1, le=22)
+    duckdb_memory_mb: int = Field(
+        default=32,
+        ge=16,
+        le=65_536,
+        description="DuckDB's buffer pool for the embedded store (its cache of written pages).",
+    )
     keyframe_minutes: float = Field(
         default=5.0, gt=0, le=390, description="A full snapshot of every scan this often."
     )

@@ -65,6 +65,7 @@ def test_results_session_symbol_and_columns(server: Server) -> None:
         ("/scans/top_gainers/results?at=2026-11-24T10:00:00", 400, "bad_instant"),
         ("/scans/top_gainers/events?cursor=xyz", 400, "bad_cursor"),
         ("/symbols/AAPL/bars?interval=5m", 422, "invalid_request"),
+        ("/symbols/NOPE1/bars", 404, "unknown_symbol"),
         ("/symbols/AAPL/bars?limit=1001", 422, "invalid_request"),
     ],
 )

@@ -395,7 +395,14 @@ def create_app(node: NodeView) -> FastAPI:
             "values": node.symbol_values(row),
         }
 
-    app.include_router(history_router(lambda: node.history, node.calendar, node.clock.now_ns))
+    app.include_router(
+        history_router(
+            lambda: node.history,
+            node.calendar,
+            node.clock.now_ns,
+            lambda symbol: node.universe.index_of(symbol) >= 0,
+        )
+    )
 
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))

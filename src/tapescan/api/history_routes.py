@@ -111,7 +111,10 @@ async def scan_at(
 
 
 def history_router(
-    history: Callable[[], History], calendar: MarketCalendar, now_ns: Callable[[], int]
+    history: Callable[[], History],
+    calendar: MarketCalendar,
+    now_ns: Callable[[], int],
+    known: Callable[[str], bool],
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
@@ -175,6 +178,8 @@ def history_router(
     ) -> dict[str, Any]:
         """Minute bars (default: today from 04:00 ET) or daily bars (default: all), oldest first."""
         symbol = symbol.upper()
+        if not known(symbol):
+            raise ApiError(404, "unknown_symbol", f"'{symbol}' is not in the universe")
         now = now_ns()
         if interval == "1d":
             first = parse_date(start, "from") if start else dt.date(1970, 1, 1)

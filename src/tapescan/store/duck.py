@@ -26,7 +26,7 @@ def duck_sql(sql: str) -> str:
 class DuckDbStore(Store):
     backend = "duckdb"
 
-    def __init__(self, path: Path, memory_limit: str = "256MB") -> None:
+    def __init__(self, path: Path, memory_limit: str = "32MB") -> None:
         super().__init__()
         self.path = path
         self._memory_limit = memory_limit
