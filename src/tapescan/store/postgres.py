@@ -62,10 +62,14 @@ class PostgresStore(Store):
                 self._url, autocommit=True, connect_timeout=max(1, int(self._timeout))
             )
         schema = sql.Identifier(self.schema)
-        with _unavailable_on_disconnect():
-            connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            connection.execute(sql.SQL("SET search_path TO {}").format(schema))
-            connection.execute("SET TimeZone TO 'UTC'")
+        try:
+            with _unavailable_on_disconnect():
+                connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+                connection.execute(sql.SQL("SET search_path TO {}").format(schema))
+                connection.execute("SET TimeZone TO 'UTC'")
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def reconnect(self) -> None:
@@ -74,7 +78,7 @@ class PostgresStore(Store):
                 connection.close()
         self._writer = self._connect()
         self._reader = self._connect()
-        with self._write_lock:
+        with self._write_lock, _unavailable_on_disconnect():
             self._writer.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT, applied_at TIMESTAMPTZ DEFAULT now())"

@@ -5,8 +5,10 @@ takes everything queued, groups it by table and writes each table in one bulk st
 or DuckDB's Arrow insert). When the store is down, rows stay queued up to ``queue_rows``; beyond
 that the writer moves them to Parquet files in the spill directory. When the store answers
 again, spilled files are written back oldest first, then the queue; a file is deleted only after
-its rows are committed. A process that stops while the store is down spills what it holds, and
-the next start writes those files back.
+its rows are committed. Write-back goes in passes of about ``flush_s``: between passes the queue
+is taken in, and spilled again behind the remaining files when it outgrows ``queue_rows``, so a
+long write-back does not grow memory either. A process that stops while the store is down
+spills what it holds, and the next start writes those files back.
 
 Worst case memory: ``queue_rows`` x ~100 B (a minute bar in Arrow form) plus one batch being
 encoded.
@@ -82,6 +84,7 @@ class Recorder:
         self._events = ScanEventRows()
         self._thread: threading.Thread | None = None
         self._spill_seq = 0
+        self._restoring = False  # store up and spill files left: no waiting between passes
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         existing = self._spill_files()
         if existing:
@@ -141,7 +144,13 @@ class Recorder:
     def _take(self) -> tuple[list[_Item], int]:
         with self._cond:
             deadline = time.monotonic() + self.limits.flush_s
-            while not self._stopping and self._flush_requested == self._flushed:
+            # A pending flush cuts the wait short only while the store can take the rows: with
+            # the store down the flush waits for it like everything else (no busy loop).
+            while (
+                not self._stopping
+                and not self._restoring
+                and (self._flush_requested == self._flushed or not self.stats.store_up)
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._queued_rows >= self.limits.queue_rows // 4:
                     break
@@ -174,14 +183,17 @@ class Recorder:
                     self.store.reconnect()
                     self.stats.store_up, retry = True, 0
                     log.info("store is back; writing back spilled rows")
-                except StoreUnavailableError as error:
+                except Exception as error:  # still down; anything else must not end the thread
+                    if not isinstance(error, StoreUnavailableError):
+                        log.exception("store reconnect failed; trying again")
                     self.stats.last_error = str(error)
                     retry = min(retry + 1, len(RETRY_S) - 1)
                     next_try = time.monotonic() + RETRY_S[retry]
             if self.stats.store_up:
                 try:
-                    self._restore_spilled()
-                    self._write_pending(pending)
+                    # pending rows are newer than the spill files: written only after them
+                    if self._restore_spilled(time.monotonic() + self.limits.flush_s):
+                        self._write_pending(pending)
                 except StoreUnavailableError as error:
                     self._went_down(error)
                     next_try = time.monotonic() + RETRY_S[0]
@@ -248,8 +260,14 @@ class Recorder:
             self.stats.spill_files += 1
             self.stats.spill_bytes += path.stat().st_size
 
-    def _restore_spilled(self) -> None:
-        for path in self._spill_files():
+    def _restore_spilled(self, deadline: float) -> bool:
+        """Write spilled files back, oldest first, until ``deadline``; True when none is left."""
+        self._restoring = False
+        files = self._spill_files()
+        for done, path in enumerate(files):
+            if time.monotonic() >= deadline and done > 0:
+                self._restoring = True
+                return False
             name = path.stem.split("-", 1)[1]
             table = pq.read_table(path)
             size = path.stat().st_size
@@ -259,3 +277,4 @@ class Recorder:
             self.stats.written_rows += table.num_rows
             self.stats.spill_files -= 1
             self.stats.spill_bytes -= size
+        return True
