@@ -158,6 +158,7 @@ class Node:
         self._retention_due = asyncio.Event()
         self._retention_due.set()  # once at start, then after every session
         self.state.on_session_end = self._session_ended
+        self._summarized: dt.date | None = None
         self._symbols = pa.array(self.universe.symbols, pa.string())
         self._keyframe_ns = int(settings.keyframe_minutes * 60e9)
         self._next_keyframe_ns = 0
@@ -236,8 +237,17 @@ class Node:
             self._keyframe_session = session
         self.recorder.scan_cycle(session, deltas, keyframes)
 
+    def _close_session_if_over(self) -> None:
+        """At 20:00 ET (the end of post-market) record the day without waiting for 04:00."""
+        times = self.state.times
+        if self.state.now_ns >= times.post_close_ns and self._summarized != times.date:
+            self._session_ended(self.state.summary())
+
     def _session_ended(self, summary: SessionSummary) -> None:
-        """Record the finished day: its daily bars and its slot-volume profile."""
+        """Record the finished day: its daily bars and its slot-volume profile (once)."""
+        if summary.date == self._summarized:
+            return
+        self._summarized = summary.date
         traded = np.flatnonzero(~np.isnan(summary.open))
         daily = pa.table(
             {
@@ -322,6 +332,7 @@ class Node:
     def _apply(self, event: FeedEvent) -> None:
         self.state.apply_event(event)
         self.monitor.observe(event, self.clock.now_ns())
+        self._close_session_if_over()
         if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
             keep = self.state.valid_mask(event)
             if keep.any():
@@ -360,6 +371,7 @@ class Node:
                 continue
             self.state.advance_to(max(self.state.now_ns, self.clock.now_ns()))
             self._cycle()
+            self._close_session_if_over()
 
     async def _retention(self) -> None:
         """Archive and drop sessions beyond their hot window: at start and after each session."""

@@ -207,6 +207,19 @@ def test_bars_are_paginated_and_match_the_files(recorded: Server, dataset: Datas
     ).json()
     assert len(daily["bars"]) == 5
     assert daily["next_cursor"] is not None
+    # The replayed day's own daily bar, recorded at 20:00 ET, equals the one in the files.
+    recorded_day = httpx.get(
+        f"{recorded.url}/api/v1/symbols/{symbol}/bars",
+        params={"interval": "1d", "from": DAY.isoformat()},
+    ).json()["bars"]
+    files_daily = pq.read_table(dataset.daily_bars).to_pylist()
+    expected_day = next(r for r in files_daily if r["symbol"] == symbol and r["date"] == DAY)
+    assert recorded_day == [
+        {
+            "date": DAY.isoformat(),
+            **{k: expected_day[k] for k in ("open", "high", "low", "close", "volume")},
+        }
+    ]
 
 
 def test_time_travel_from_the_archive(recorded: Server, dataset: DatasetPaths) -> None:
