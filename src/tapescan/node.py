@@ -123,7 +123,12 @@ class Node:
         self.monitor = FeedMonitor(self.feed.name)
         self.started_ns = time.monotonic_ns()
         reference = self.feed.reference()
-        self.state = MarketState(self.feed.universe, self.calendar, self.session)
+        self.state = MarketState(
+            self.feed.universe,
+            self.calendar,
+            self.session,
+            rvol_ring_file=settings.data_dir / "rvol-ring.u32",
+        )
         self.state.load_reference(reference)
         self.universe = self.feed.universe
         self.registry = ScanRegistry(settings.scans_file, settings.data_dir / "user_scans.json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +94,7 @@ class MarketState:
         calendar: MarketCalendar,
         session: dt.date,
         limits: StateLimits | None = None,
+        rvol_ring_file: Path | None = None,
     ) -> None:
         n = len(universe)
         self.universe = universe
@@ -110,7 +112,7 @@ class MarketState:
         self.market_cap = np.full(n, np.nan)
         self.avg_volume_20d = np.full(n, np.nan)
         self.atr_state = WilderAtr(n)
-        self.rvol_history = RvolHistory(n, self.limits.rvol_sessions)
+        self.rvol_history = RvolHistory(n, self.limits.rvol_sessions, rvol_ring_file)
         self._daily_volume = np.zeros((AVERAGE_VOLUME_SESSIONS, n))
         self._daily_volume_filled = 0
         self._daily_volume_next = 0

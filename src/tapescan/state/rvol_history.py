@@ -1,11 +1,16 @@
 """The RVOL baseline: per-slot volume of the last N sessions and its cumulative mean.
 
-Worst case: N x symbols x 192 x 4 B for the ring (10 x 12,000 x 192 x 4 B = 92 MB) plus
-symbols x 193 x 8 B for the baseline (18.5 MB). Nothing grows: the ring drops its oldest
-session when a new one arrives.
+The ring holds N x symbols x 192 x 4 B (10 x 12,000 x 192 x 4 B = 92 MB) but is needed only
+when a session is added (warm-up, and once a day at the rollover). Given a file, the ring lives
+in a file-backed mapping whose pages are handed back after each use, so it costs no resident
+memory between rollovers; only the baseline stays resident (symbols x 193 x 8 B = 18.5 MB).
+Nothing grows: the ring drops its oldest session when a new one arrives.
 """
 
 from __future__ import annotations
+
+import mmap
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -16,11 +21,18 @@ FloatArray = npt.NDArray[np.float64]
 
 
 class RvolHistory:
-    def __init__(self, symbols: int, sessions: int) -> None:
+    def __init__(self, symbols: int, sessions: int, ring_file: Path | None = None) -> None:
         if sessions <= 0:
             raise ValueError(f"RVOL needs at least one session of history, got {sessions}")
         self.sessions = sessions
-        self._ring = np.zeros((sessions, symbols, SLOTS_PER_DAY), dtype=np.uint32)
+        shape = (sessions, symbols, SLOTS_PER_DAY)
+        self._ring: npt.NDArray[np.uint32]
+        if ring_file is None:
+            self._ring = np.zeros(shape, dtype=np.uint32)
+        else:
+            ring_file.parent.mkdir(parents=True, exist_ok=True)
+            # a fresh file of zeros: pages become resident only when touched
+            self._ring = np.memmap(ring_file, dtype=np.uint32, mode="w+", shape=shape)
         self._filled = 0
         self._next = 0
         self.baseline_cumulative = np.zeros((symbols, SLOTS_PER_DAY + 1))
@@ -36,6 +48,14 @@ class RvolHistory:
         self._next = (self._next + 1) % self.sessions
         self._filled = min(self._filled + 1, self.sessions)
         self._recompute()
+        self._release()
+
+    def _release(self) -> None:
+        """Hand the ring's pages back to the OS (they stay in the file) until the next push."""
+        mapping = getattr(self._ring, "_mmap", None)
+        if isinstance(mapping, mmap.mmap):
+            self._ring.flush()  # type: ignore[attr-defined]
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     def _recompute(self) -> None:
         if self._filled == 0:

@@ -32,7 +32,10 @@ class DuckDbStore(Store):
         self._memory_limit = memory_limit
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(path), config={"memory_limit": memory_limit})
+            self._con = duckdb.connect(
+                str(path),
+                config={"memory_limit": memory_limit, "preserve_insertion_order": False},
+            )
         except (OSError, duckdb.Error) as error:
             raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
         self._writer = self._con.cursor()
@@ -65,13 +68,23 @@ class DuckDbStore(Store):
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
         cursor = self._writer
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        columns = ", ".join(spec.columns)
         cursor.register("incoming", table)
         try:
-            cursor.execute(
-                f"{verb} INTO {spec.name} ({', '.join(spec.columns)}) "
-                f"SELECT {', '.join(spec.columns)} FROM incoming"
-            ).fetchall()
+            cursor.execute("BEGIN").fetchall()
+            try:
+                if replace:  # last write wins per key, without an in-memory index
+                    match = " AND ".join(f"{spec.name}.{k} = incoming.{k}" for k in spec.key)
+                    cursor.execute(
+                        f"DELETE FROM {spec.name} USING incoming WHERE {match}"
+                    ).fetchall()
+                cursor.execute(
+                    f"INSERT INTO {spec.name} ({columns}) SELECT {columns} FROM incoming"
+                ).fetchall()
+                cursor.execute("COMMIT").fetchall()
+            except duckdb.Error:
+                cursor.execute("ROLLBACK").fetchall()
+                raise
         finally:
             cursor.unregister("incoming")
 

@@ -2,7 +2,8 @@
 
 A migration, once released, never changes: later changes come as new versions. Text is kept per
 backend where the dialects differ (partitioning and keys exist in PostgreSQL only: DuckDB's
-indexes live in memory, so the embedded store relies on its single writer instead).
+indexes live in memory and would grow with the years of daily bars, so the embedded store
+replaces rows by key with a delete and an insert in one transaction instead).
 """
 
 from __future__ import annotations
@@ -36,13 +37,11 @@ _DAILY_COLUMNS = """
     high FLOAT8,
     low FLOAT8,
     close FLOAT8,
-    volume BIGINT,
-    PRIMARY KEY (date, symbol)"""
+    volume BIGINT{key}"""
 _SLOT_COLUMNS = """
     session DATE NOT NULL,
     symbol TEXT NOT NULL,
-    volume {blob} NOT NULL,
-    PRIMARY KEY (session, symbol)"""
+    volume {blob} NOT NULL{key}"""
 _EVENT_COLUMNS = """
     session DATE NOT NULL,
     scan TEXT NOT NULL,
@@ -73,8 +72,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "bars, slot volume, scan events and entries, symbols",
         duckdb=(
             f"CREATE TABLE minute_bars ({_MINUTE_COLUMNS})",
-            f"CREATE TABLE daily_bars ({_DAILY_COLUMNS})",
-            f"CREATE TABLE slot_volume ({_SLOT_COLUMNS.format(blob='BLOB')})",
+            f"CREATE TABLE daily_bars ({_DAILY_COLUMNS.format(key='')})",
+            f"CREATE TABLE slot_volume ({_SLOT_COLUMNS.format(blob='BLOB', key='')})",
             f"CREATE TABLE scan_events ({_EVENT_COLUMNS.format(blob='BLOB')})",
             f"CREATE TABLE scan_entries ({_ENTRY_COLUMNS})",
             f"CREATE TABLE symbols ({_SYMBOL_COLUMNS})",
@@ -82,8 +81,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(
             f"CREATE TABLE minute_bars ({_MINUTE_COLUMNS},"
             " PRIMARY KEY (session, symbol, ts)) PARTITION BY RANGE (session)",
-            f"CREATE TABLE daily_bars ({_DAILY_COLUMNS})",
-            f"CREATE TABLE slot_volume ({_SLOT_COLUMNS.format(blob='BYTEA')})"
+            f"CREATE TABLE daily_bars ("
+            f"{_DAILY_COLUMNS.format(key=', PRIMARY KEY (date, symbol)')})",
+            f"CREATE TABLE slot_volume ("
+            f"{_SLOT_COLUMNS.format(blob='BYTEA', key=', PRIMARY KEY (session, symbol)')})"
             " PARTITION BY RANGE (session)",
             f"CREATE TABLE scan_events ({_EVENT_COLUMNS.format(blob='BYTEA')},"
             " PRIMARY KEY (session, scan, seq, keyframe)) PARTITION BY RANGE (session)",
