@@ -115,6 +115,9 @@ def run(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from tapescan.ops.memory import limit_malloc_arenas  # noqa: PLC0415
+
+    limit_malloc_arenas()  # before the server, feed and recorder threads exist
     from tapescan.node import Node  # noqa: PLC0415 - keeps `tapescan --help` fast
     from tapescan.scan.definition import ScanValidationError  # noqa: PLC0415
     from tapescan.store.base import StoreError  # noqa: PLC0415
