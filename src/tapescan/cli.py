@@ -464,6 +464,39 @@ def bench_fanout_command(
     _print_report(bench_fanout(symbols, clients, idle_clients, seconds, _progress), as_json)
 
 
+@bench_app.command("storage")
+def bench_storage_command(
+    symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
+    session: DayOption = BENCH_DAY,
+    seed: int = 7,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL to measure in (a scratch schema, dropped at the end); default "
+            "TAPESCAN_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test."
+        ),
+    ] = None,
+    sessions: Annotated[
+        int, typer.Option(min=2, max=100, help="Sessions written for the boundedness check.")
+    ] = 12,
+    as_json: JsonOption = False,
+) -> None:
+    """Bytes per simulated session hot in DuckDB and PostgreSQL and archived; hot size bounded."""
+    from tapescan.ops.storage_bench import bench_storage, default_postgres_url  # noqa: PLC0415
+
+    day = _bench_session(session)
+    report = bench_storage(
+        symbols,
+        seed,
+        day,
+        market_calendar(),
+        postgres_url or default_postgres_url(),
+        sessions,
+        _progress,
+    )
+    _print_report(report, as_json)
+
+
 def main() -> None:
     try:
         app()
