@@ -26,7 +26,6 @@ from tapescan.feeds.sim.generator import SimMarket
 from tapescan.indicators.compute import compute_columns
 from tapescan.market.calendar import (
     MarketCalendar,
-    Phase,
     datetime_to_ns,
     et_to_ns,
     market_calendar,
@@ -39,12 +38,14 @@ from tapescan.publish.hub import FanoutLimits, Hub
 from tapescan.replay_until import symbol_values
 from tapescan.scan.definition import ScanDefinition
 from tapescan.scan.delta import Snapshot
+from tapescan.scan.grid import CycleGrid
 from tapescan.scan.registry import ScanRegistry
 from tapescan.scan.scanner import Scanner, ScanStats, text_columns
 from tapescan.state.market_state import MarketState, SessionSummary
 from tapescan.store.archive import Archive
 from tapescan.store.base import Store
 from tapescan.store.history import History
+from tapescan.store.keyframes import KeyframeSchedule
 from tapescan.store.open import open_store
 from tapescan.store.recorder import Recorder, RecorderLimits
 from tapescan.store.records import minute_bar_rows, slot_volume_rows
@@ -165,14 +166,11 @@ class Node:
         self.state.on_session_end = self._session_ended
         self._summarized: dt.date | None = None
         self._symbols = pa.array(self.universe.symbols, pa.string())
-        self._keyframe_ns = int(settings.keyframe_minutes * 60e9)
-        self._next_keyframe_ns = 0
-        self._keyframe_session: dt.date | None = None
+        self.keyframes = KeyframeSchedule(int(settings.keyframe_minutes * 60e9))
         # Replays and flat-out clocks cycle on a grid of market time, driven by the feed, so a
         # replayed day records the same scan history whatever the machine's speed.
         self.paced_by_feed = settings.feed == "replay" or settings.speed is None
-        self._interval_ns = round(settings.scan_interval_s * 1e9)
-        self._next_cycle_ns = -(-self.start_ns // self._interval_ns) * self._interval_ns
+        self.grid = CycleGrid(self.calendar, round(settings.scan_interval_s * 1e9), self.start_ns)
         self.app = create_app(self)
         self.tasks = TaskGroup()
 
@@ -185,7 +183,7 @@ class Node:
         self, definitions: Sequence[ScanDefinition], changed: list[str], deleted: list[str]
     ) -> None:
         self.scanner.replace_scans(definitions)
-        self._next_keyframe_ns = 0  # history needs a keyframe of every changed scan
+        self.keyframes.changed([*changed, *deleted])  # history needs their new snapshots
         if self.stats.warmed_up:
             self._cycle()
         self.hub.scans_replaced(changed, deleted)
@@ -235,11 +233,7 @@ class Node:
 
     def _record_cycle(self, asof_ns: int, deltas: Sequence[Any]) -> None:
         session = self.state.times.date
-        keyframes = []
-        if asof_ns >= self._next_keyframe_ns or session != self._keyframe_session:
-            keyframes = [self.scanner.snapshot(scan) for scan in self.scanner.trackers]
-            self._next_keyframe_ns = asof_ns - asof_ns % self._keyframe_ns + self._keyframe_ns
-            self._keyframe_session = session
+        keyframes = self.keyframes.due(asof_ns, session, self.scanner.trackers)
         self.recorder.scan_cycle(session, deltas, keyframes)
 
     def _close_session_if_over(self) -> None:
@@ -348,22 +342,9 @@ class Node:
 
     async def _cycles_before(self, ts_ns: int) -> None:
         """Run every grid cycle before ``ts_ns``; none while the market is closed."""
-        while self._next_cycle_ns < ts_ns:
-            at = self._next_cycle_ns
-            phase = self.calendar.phase(at)
-            if phase is Phase.CLOSED:
-                nxt = self.calendar.session(self.calendar.trading_day(at))
-                if at < nxt.pre_open_ns:
-                    opening = nxt.pre_open_ns
-                else:
-                    opening = self.calendar.session(
-                        self.calendar.next_session(nxt.date)
-                    ).pre_open_ns
-                self._next_cycle_ns = -(-opening // self._interval_ns) * self._interval_ns
-                continue
+        for at in self.grid.before(ts_ns):
             self.state.advance_to(at)
             self._cycle()
-            self._next_cycle_ns = at + self._interval_ns
             await asyncio.sleep(0)  # let the server answer between cycles
 
     async def _scan_loop(self) -> None:

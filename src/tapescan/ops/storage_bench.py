@@ -36,17 +36,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tapescan.config import Settings
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
-from tapescan.market.calendar import MarketCalendar, Phase, et_to_ns
+from tapescan.market.calendar import MarketCalendar, et_to_ns
 from tapescan.market.clock import FastClock
 from tapescan.model import AggregateBatch, AggregateKind, FeedEvent
 from tapescan.ops.bench import machine
 from tapescan.ops.memory import release_free_memory
+from tapescan.scan.grid import CycleGrid
 from tapescan.scan.library import builtin_scans
 from tapescan.scan.scanner import Scanner, text_columns
 from tapescan.state.market_state import MarketState, SessionSummary
 from tapescan.store.archive import Archive
 from tapescan.store.base import Store
 from tapescan.store.duck import DuckDbStore
+from tapescan.store.keyframes import KeyframeSchedule
 from tapescan.store.postgres import PostgresStore
 from tapescan.store.records import ScanEventRows, minute_bar_rows, slot_volume_rows
 from tapescan.store.retention import RetentionSettings, retire
@@ -166,47 +168,27 @@ class _Recording:
     calendar: MarketCalendar
     writer: _Writer
     symbols: pa.Array
-    next_cycle_ns: int
-    keyframe_ns: int
+    grid: CycleGrid
+    schedule: KeyframeSchedule
     events: ScanEventRows = field(default_factory=ScanEventRows)
     minute_rows: list[pa.Table] = field(default_factory=list)
     pending_minute_rows: int = 0
-    next_keyframe_ns: int = 0
-    keyframe_session: dt.date | None = None
     cycles: int = 0
     deltas: int = 0
-    keyframes: int = 0
 
     def cycles_before(self, ts_ns: int) -> None:
-        """node.Node._cycles_before on a one-second grid."""
-        while self.next_cycle_ns < ts_ns:
-            at = self.next_cycle_ns
-            if self.calendar.phase(at) is Phase.CLOSED:
-                times = self.calendar.session(self.calendar.trading_day(at))
-                if at < times.pre_open_ns:
-                    opening = times.pre_open_ns
-                else:
-                    opening = self.calendar.session(
-                        self.calendar.next_session(times.date)
-                    ).pre_open_ns
-                self.next_cycle_ns = -(-opening // NS_PER_SECOND) * NS_PER_SECOND
-                continue
+        """node.Node._cycles_before: every grid cycle before ``ts_ns``."""
+        for at in self.grid.before(ts_ns):
             self.state.advance_to(at)
             output = self.scanner.cycle()
             self.cycles += 1
             self.deltas += len(output.deltas)
             self._record_cycle(output.asof_ns, output.deltas)
-            self.next_cycle_ns = at + NS_PER_SECOND
 
     def _record_cycle(self, asof_ns: int, deltas: Any) -> None:
-        """node.Node._record_cycle: deltas, and every scan's snapshot every keyframe period."""
+        """node.Node._record_cycle: deltas, and keyframes when the schedule says so."""
         session = self.state.times.date
-        keyframes = []
-        if asof_ns >= self.next_keyframe_ns or session != self.keyframe_session:
-            keyframes = [self.scanner.snapshot(scan) for scan in self.scanner.trackers]
-            self.next_keyframe_ns = asof_ns - asof_ns % self.keyframe_ns + self.keyframe_ns
-            self.keyframe_session = session
-            self.keyframes += len(keyframes)
+        keyframes = self.schedule.due(asof_ns, session, self.scanner.trackers)
         self.events.add(session, deltas, keyframes)
         if len(self.events) >= EVENT_BATCH:
             self.flush_events()
@@ -284,8 +266,8 @@ def _record_session(
         calendar=calendar,
         writer=writer,
         symbols=pa.array(market.universe.symbols, pa.string()),
-        next_cycle_ns=-(-start_ns // NS_PER_SECOND) * NS_PER_SECOND,
-        keyframe_ns=int(settings.keyframe_minutes * 60e9),
+        grid=CycleGrid(calendar, NS_PER_SECOND, start_ns),
+        schedule=KeyframeSchedule(int(settings.keyframe_minutes * 60e9)),
     )
     task = bar.task("simulating", (end_ns - start_ns) / NS_PER_SECOND)
     began = time.monotonic()
@@ -320,7 +302,7 @@ def _record_session(
         "scans": len(scanner.trackers),
         "cycles": recording.cycles,
         "deltas": recording.deltas,
-        "keyframes": recording.keyframes,
+        "keyframes": recording.schedule.recorded,
         "seconds": round(time.monotonic() - began, 1),
     }
 
