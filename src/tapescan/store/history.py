@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from tapescan.scan.delta import SequenceGapError, Snapshot, apply
 from tapescan.store.records import decode_delta, decode_keyframe
-from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, UTC_US
+from tapescan.store.tables import DAILY_BARS, MINUTE_BARS
 
 
 class Reader(Protocol):
@@ -175,6 +175,3 @@ class History:
             _DAILY,
         )
         return Page(tables.slice(0, limit), tables.num_rows > limit)
-
-
-TS_TYPE = UTC_US
