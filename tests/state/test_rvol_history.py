@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tapescan.feeds.history import SLOTS_PER_DAY
-from tapescan.ops.memory import rss_bytes
+from tapescan.ops.memory import release_free_memory, rss_bytes
 from tapescan.state.rvol_history import RvolHistory
 
 
@@ -29,10 +29,12 @@ def test_the_mapped_ring_is_not_resident_between_pushes(tmp_path: Path) -> None:
     symbols, sessions = 12_000, 10  # the real size: 92 MB of ring
     before = rss_bytes()
     history = RvolHistory(symbols, sessions, tmp_path / "ring.u32")
+    day = np.ones((symbols, SLOTS_PER_DAY), dtype=np.uint32)
     for _ in range(sessions):  # every plane of the ring written and summed
-        history.push(np.ones((symbols, SLOTS_PER_DAY), dtype=np.uint32))
+        history.push(day)
     assert history.complete
+    release_free_memory()  # the sums' temporaries, not the ring, are what the heap may keep
     grown = rss_bytes() - before
     ring_bytes = sessions * symbols * SLOTS_PER_DAY * 4
-    # the baseline (18 MB) stays; the 92 MB ring does not
-    assert grown < ring_bytes / 2, grown
+    # the baseline (18 MB) stays; the 92 MB ring does not (in memory it would add >= 110 MB)
+    assert grown < ring_bytes * 0.75, grown
