@@ -48,7 +48,7 @@ from tapescan.store.history import History
 from tapescan.store.keyframes import KeyframeSchedule
 from tapescan.store.open import open_store
 from tapescan.store.recorder import Recorder, RecorderLimits
-from tapescan.store.records import minute_bar_rows, slot_volume_rows
+from tapescan.store.records import daily_bar_rows, minute_bar_rows, slot_volume_rows
 from tapescan.store.retention import retire
 from tapescan.store.tables import SYMBOLS, conform
 from tapescan.store.warm import last_sequences, today_from_store, warmup_from_store
@@ -247,19 +247,7 @@ class Node:
         if summary.date == self._summarized:
             return
         self._summarized = summary.date
-        traded = np.flatnonzero(~np.isnan(summary.open))
-        daily = pa.table(
-            {
-                "date": pa.array([summary.date] * len(traded), pa.date32()),
-                "symbol": self._symbols.take(pa.array(traded)),
-                "open": summary.open[traded],
-                "high": summary.high[traded],
-                "low": summary.low[traded],
-                "close": summary.close[traded],
-                "volume": summary.volume[traded],
-            }
-        )
-        self.recorder.put("daily_bars", daily)
+        self.recorder.put("daily_bars", daily_bar_rows(summary, self._symbols))
         self.recorder.put(
             "slot_volume", slot_volume_rows(summary.date, self.universe, summary.slot_volume)
         )

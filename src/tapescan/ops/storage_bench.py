@@ -50,7 +50,7 @@ from tapescan.store.base import Store
 from tapescan.store.duck import DuckDbStore
 from tapescan.store.keyframes import KeyframeSchedule
 from tapescan.store.postgres import PostgresStore
-from tapescan.store.records import ScanEventRows, minute_bar_rows, slot_volume_rows
+from tapescan.store.records import ScanEventRows, daily_bar_rows, minute_bar_rows, slot_volume_rows
 from tapescan.store.retention import RetentionSettings, retire
 from tapescan.store.tables import SESSION_TABLES, SYMBOLS, TABLES, conform
 
@@ -216,21 +216,7 @@ class _Recording:
 
     def session_ended(self, summary: SessionSummary) -> None:
         """node.Node._session_ended: the day's daily bars and slot-volume profile."""
-        traded = np.flatnonzero(~np.isnan(summary.open))
-        self.writer.put(
-            "daily_bars",
-            pa.table(
-                {
-                    "date": pa.array([summary.date] * len(traded), pa.date32()),
-                    "symbol": self.symbols.take(pa.array(traded)),
-                    "open": summary.open[traded],
-                    "high": summary.high[traded],
-                    "low": summary.low[traded],
-                    "close": summary.close[traded],
-                    "volume": summary.volume[traded],
-                }
-            ),
-        )
+        self.writer.put("daily_bars", daily_bar_rows(summary, self.symbols))
         self.writer.put(
             "slot_volume",
             slot_volume_rows(summary.date, self.state.universe, summary.slot_volume),

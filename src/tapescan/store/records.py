@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from tapescan.model import AggregateBatch, Universe
 from tapescan.scan.delta import Delta, Snapshot
+from tapescan.state.market_state import SessionSummary
 from tapescan.store.tables import MINUTE_BARS, SCAN_ENTRIES, SCAN_EVENTS, SLOT_VOLUME
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -62,6 +63,22 @@ def slot_volume_rows(
             "volume": pa.array([row.tobytes() for row in blobs], pa.binary()),
         },
         schema=SLOT_VOLUME.schema,
+    )
+
+
+def daily_bar_rows(summary: SessionSummary, symbols: pa.Array) -> pa.Table:
+    """``daily_bars`` rows of a finished session: every symbol with a regular-session open."""
+    traded = np.flatnonzero(~np.isnan(summary.open))
+    return pa.table(
+        {
+            "date": pa.array([summary.date] * len(traded), pa.date32()),
+            "symbol": symbols.take(pa.array(traded)),
+            "open": summary.open[traded],
+            "high": summary.high[traded],
+            "low": summary.low[traded],
+            "close": summary.close[traded],
+            "volume": summary.volume[traded],
+        }
     )
 
 
