@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tapescan.publish.frames import WireFormat
+import pytest
+
+import tapescan.publish.hub as hub_module
+from tapescan.publish.frames import Frame, WireFormat, delta_frame
 from tapescan.publish.hub import FanoutLimits, Hub
 from tapescan.scan.delta import Delta, Snapshot
 
@@ -200,3 +203,50 @@ async def test_clients_that_keep_up_are_written_to_before_backlogged_ones() -> N
     hub.publish([scans.delta()])
     assert sorted(order[:2]) == ["fast1", "fast2"]
     assert sorted(order[2:]) == ["slow1", "slow2"]
+
+
+async def test_frames_only_backlogged_clients_follow_are_encoded_after_the_readers_are_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cycle's frames are encoded on demand: the scans a reading client follows first, then
+    what backlogged clients follow; a scan only a lagging client follows is never encoded."""
+    events: list[str] = []
+    real_delta_frame = delta_frame
+
+    def recording_delta_frame(delta: Delta, sent_ns: int | None = None) -> Frame:
+        events.append(f"encode:{delta.scan}")
+        return real_delta_frame(delta, sent_ns)
+
+    monkeypatch.setattr(hub_module, "delta_frame", recording_delta_frame)
+
+    class Named(FakeTransport):
+        def __init__(self, name: str, buffered: int) -> None:
+            super().__init__()
+            self.name, self.buffered = name, buffered
+
+        def write(self, data: bytes) -> None:
+            events.append(f"write:{self.name}")
+
+    seqs = {"a": 0, "b": 0, "c": 0}
+
+    def snapshot(scan: str) -> Snapshot | None:
+        return Snapshot(scan, seqs[scan], 0, ("symbol",), ()) if scan in seqs else None
+
+    def delta(scan: str) -> Delta:
+        seqs[scan] += 1
+        return Delta(scan, seqs[scan], seqs[scan] - 1, 0, (("A",),), (), None)
+
+    hub = Hub(snapshot, FanoutLimits(buffer_bytes=10_000))
+    follows = {"reader": ["a"], "backlogged": ["a", "b"], "lagging": ["a", "b", "c"]}
+    buffered = {"reader": 0, "backlogged": 500, "lagging": 0}
+    clients = {}
+    for name, scans in follows.items():
+        client = hub.connect(WireFormat.JSON)
+        client.transport = Named(name, buffered[name])
+        hub.subscribe(client, scans)
+        clients[name] = client
+    clients["lagging"].lagging_since = 0.0
+    events.clear()
+    hub.publish([delta("c"), delta("b"), delta("a")])
+    assert events == ["encode:a", "write:reader", "encode:b", "write:backlogged"]
+    assert clients["lagging"].stats.dropped_frames == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,7 @@ def websocket_header(length: int, text: bool) -> bytes:
     return bytes((first, 127)) + length.to_bytes(8, "big")
 
 
+@functools.lru_cache(maxsize=64)  # a cycle's frames share one time: formatted once (~7 us)
 def iso(ts_ns: int) -> str:
     moment = ns_to_utc(ts_ns)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

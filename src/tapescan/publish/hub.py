@@ -222,26 +222,44 @@ class Hub:
         """Offer each delta to its subscribers; ``sent_ns`` (wall time) is added for benchmarks.
 
         A client gets all its frames of the cycle in one write, so the cost per cycle grows with
-        the clients, not with clients x scans. Backlogged clients are written to last.
+        the clients, not with clients x scans. Frames are encoded when the first client needs
+        them, and clients that keep up are written to first: a scan only backlogged clients
+        follow is encoded after every reading client has its bytes, and one only lagging clients
+        follow (their frames are dropped anyway) is never encoded.
         """
-        pending: dict[ClientSession, list[Frame]] = {}
-        for delta in deltas:
-            subscribers = self._subscribers.get(delta.scan)
-            if not subscribers:
+        changed = [d for d in deltas if self._subscribers.get(d.scan)]
+        if not changed:
+            return
+        encoded: list[Frame | None] = [None] * len(changed)
+
+        def frames_for(client: ClientSession) -> list[Frame]:
+            frames = []
+            for i, delta in enumerate(changed):
+                if delta.scan in client.scans:
+                    frame = encoded[i]
+                    if frame is None:
+                        frame = encoded[i] = delta_frame(delta, sent_ns)
+                    frames.append(frame)
+            return frames
+
+        backlogged: list[ClientSession] = []
+        for client in self.clients:
+            if not client.scans:
                 continue
-            frame = delta_frame(delta, sent_ns)
-            for client in subscribers:
-                pending.setdefault(client, []).append(frame)
-        # Clients that keep up first: a write to a client whose socket is full only appends to
-        # its buffer, but it must not stand in front of the clients that are reading.
-        backlogged: list[tuple[ClientSession, list[Frame]]] = []
-        for client, frames in pending.items():
-            if client.backlogged:
-                backlogged.append((client, frames))
+            if client.lagging_since is not None:
+                client.stats.dropped_frames += sum(d.scan in client.scans for d in changed)
+            elif client.backlogged:
+                backlogged.append(client)
             else:
+                frames = frames_for(client)
+                if frames:
+                    client.offer_many(frames)
+        # A write to a client whose socket is full only appends to its buffer, but it must not
+        # stand in front of the clients that are reading.
+        for client in backlogged:
+            frames = frames_for(client)
+            if frames:
                 client.offer_many(frames)
-        for client, frames in backlogged:
-            client.offer_many(frames)
 
     def broadcast(self, frame: Frame) -> None:
         for client in self.clients:
