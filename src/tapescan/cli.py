@@ -456,12 +456,19 @@ def bench_fanout_command(
     ] = 0,
     symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
     seconds: Annotated[float, typer.Option(min=5, max=3_600, help="Measurement length.")] = 20,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, max=20, help="With idle clients: windows with them, each followed by one alone."
+        ),
+    ] = 3,
     as_json: JsonOption = False,
 ) -> None:
     """WebSocket delivery latency, server CPU and RSS with N real clients on 127.0.0.1."""
     from tapescan.ops.fanout_bench import bench_fanout  # noqa: PLC0415
 
-    _print_report(bench_fanout(symbols, clients, idle_clients, seconds, _progress), as_json)
+    report = bench_fanout(symbols, clients, idle_clients, seconds, _progress, rounds=rounds)
+    _print_report(report, as_json)
 
 
 @bench_app.command("storage")

@@ -3,9 +3,10 @@
 The server runs as a subprocess (simulated market, wall-clock pace, deltas stamped with the wall
 time at the end of their cycle); the clients run in this process. Reported: delivery latency
 (cycle end to client receipt), the server's CPU and RSS, and what idle (never-reading) clients
-cost the server and the other clients. With idle clients the readers are measured three times:
-alone, with the idle clients, and alone again after them (the simulated market changes through
-the session, so the idle phase is compared with the windows on both sides of it).
+cost the server and the other clients. With idle clients, windows alternate: the readers alone,
+with the idle clients, alone again, ... for a number of rounds, and each side's samples are pooled
+(the simulated market changes through the session, and the p99 of one 60 s window rests on its
+slowest cycle or two).
 """
 
 from __future__ import annotations
@@ -204,11 +205,73 @@ def _change_percent(after: Latencies, before: Latencies) -> float | None:
     return round(100 * (p99_after - p99_before) / p99_before, 1)
 
 
+def _pooled(windows: list[Latencies]) -> Latencies:
+    pooled = Latencies()
+    for window in windows:
+        pooled.values_ms += window.values_ms
+        pooled.sizes += window.sizes
+    return pooled
+
+
+async def _idle_rounds(
+    server: ServerProcess,
+    readers: Readers,
+    first_alone: Latencies,
+    idle: int,
+    seconds: float,
+    rounds: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Alternate windows with and without ``idle`` clients that never read, ``rounds`` times.
+
+    The simulated market changes through the session and the p99 of one window rests on its
+    few slowest cycles, so one window with idle clients is no fair match for one without: the
+    windows alternate (alone, idle, alone, ...) and each side's samples are pooled.
+    """
+    alone, with_idle = [first_alone], []
+    idle_windows, alone_windows = [], []
+    for round_ in range(1, rounds + 1):
+        progress(f"round {round_}/{rounds}: {idle} clients that never read, for {seconds:.0f} s")
+        clients_before = (await server.health())["clients"]
+        rss_before = server.rss_mb()
+        idlers = await _open_idle(server.url, idle, ["*"])
+        latencies, stats = await _measure(server, readers, seconds)
+        rss_growth = server.rss_mb() - rss_before
+        for ws in idlers:
+            ws.transport.abort()  # a close handshake would wait behind unread frames
+        await server.wait_for_clients(clients_before)
+        with_idle.append(latencies)
+        idle_windows.append(
+            {"latency": latencies.summary(), **stats, "rss_growth_mb": round(rss_growth, 1)}
+        )
+        progress(f"round {round_}/{rounds}: the readers alone again")
+        latencies, stats = await _measure(server, readers, seconds)
+        alone.append(latencies)
+        alone_windows.append({"latency": latencies.summary(), **stats})
+    pooled_idle, pooled_alone = _pooled(with_idle), _pooled(alone)
+    return {
+        "with_idle_clients": {
+            "idle_clients": idle,
+            "rounds": rounds,
+            "latency": pooled_idle.summary(),
+            "rss_growth_mb": max(w["rss_growth_mb"] for w in idle_windows),
+            "p99_change_percent": _change_percent(pooled_idle, pooled_alone),
+            "windows": idle_windows,
+        },
+        "clients_alone": {
+            "windows_pooled": len(alone),
+            "latency": pooled_alone.summary(),
+            "windows_after_idle": alone_windows,
+        },
+    }
+
+
 async def _bench(
     symbols: int,
     clients: int,
     idle: int,
     seconds: float,
+    rounds: int,
     port: int,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -232,27 +295,9 @@ async def _bench(
                 },
             }
             if idle:
-                progress(f"adding {idle} clients that never read, for {seconds:.0f} s")
-                rss_before_idle = server.rss_mb()
-                idlers = await _open_idle(server.url, idle, ["*"])
-                with_idle, idle_cpu = await _measure(server, readers, seconds)
-                rss_with_idle = server.rss_mb()
-                for ws in idlers:
-                    ws.transport.abort()  # a close handshake would wait behind unread frames
-                await server.wait_for_clients(clients)
-                # The simulated market moves on: measure the readers alone once more, so the
-                # idle phase is compared with the minutes on either side of it.
-                progress(f"idle clients gone: measuring the {clients} clients alone again")
-                after, after_cpu = await _measure(server, readers, seconds)
-                report["with_idle_clients"] = {
-                    "idle_clients": idle,
-                    "latency": with_idle.summary(),
-                    **idle_cpu,
-                    "rss_growth_mb": round(rss_with_idle - rss_before_idle, 1),
-                    "p99_change_percent_vs_before": _change_percent(with_idle, baseline),
-                    "p99_change_percent_vs_after": _change_percent(with_idle, after),
-                }
-                report["clients_after_idle"] = {"latency": after.summary(), **after_cpu}
+                report |= await _idle_rounds(
+                    server, readers, baseline, idle, seconds, rounds, progress
+                )
             readers.stop()
             return report
         finally:
@@ -260,9 +305,14 @@ async def _bench(
 
 
 def bench_fanout(
-    symbols: int, clients: int, idle: int, seconds: float, progress: Callable[[str], None]
+    symbols: int,
+    clients: int,
+    idle: int,
+    seconds: float,
+    progress: Callable[[str], None],
+    rounds: int = 3,
 ) -> dict[str, Any]:
-    report = asyncio.run(_bench(symbols, clients, idle, seconds, free_port(), progress))
+    report = asyncio.run(_bench(symbols, clients, idle, seconds, rounds, free_port(), progress))
     return {
         "benchmark": "fanout",
         "machine": machine(),
@@ -272,6 +322,7 @@ def bench_fanout(
             "idle_clients": idle,
             "scans_per_client": SCANS,
             "seconds": seconds,
+            "idle_rounds": rounds if idle else 0,
             "server": "separate process on 127.0.0.1, wall-clock pace",
         },
         **report,
