@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         ge=1024**2,
         description="Disk the spill directory may use while the store is down (10 GiB).",
     )
+    recorder_write_timeout_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=3_600,
+        description="A store write that hangs this long is broken off and retried later "
+        "(rows meanwhile queue: ~6,000 minute bars and 30 cycles of deltas in 30 s).",
+    )
 
     @property
     def archive_path(self) -> Path:

@@ -156,6 +156,7 @@ class Node:
                 settings.recorder_queue_rows,
                 settings.recorder_flush_s,
                 settings.recorder_spill_max_bytes,
+                settings.recorder_write_timeout_s,
             ),
         )
         self.recovery = Recovery()

@@ -151,10 +151,38 @@ class PrivatePostgres:
             return False
         return True
 
+    def processes(self) -> list[int]:
+        """The postmaster and every process under it (backends, background workers)."""
+        root = self.postmaster_pid()
+        if root is None:
+            return []
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = (entry / "stat").read_text()
+                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found = [root]
+        for pid in found:  # grows while it is walked: breadth first
+            found += [child for child, parent in parents.items() if parent == pid]
+        return found
+
+    def freeze(self) -> None:
+        """Stop every server process (SIGSTOP): connections stay open, nothing answers."""
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+
     def shutdown(self) -> None:
         """Stop whatever still runs (the postmaster by its own pid as a last resort)."""
         if not self.running():
             return
+        self.thaw()  # a frozen server would not act on pg_ctl's signal
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
         pid = self.postmaster_pid()

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tapescan.store import recorder as recorder_module
@@ -33,11 +35,20 @@ class FlakyStore(Store):
         self.up = True
         self.reconnect_error: Exception | None = None  # raised once by the next reconnect
         self.delay_s = 0.0  # how long a write takes
+        self.hang = False  # writes wait until interrupt(), as on a frozen server
+        self.in_call = threading.Event()
+        self.interrupts = 0
+        self._interrupted = threading.Event()
         self.written: dict[str, list[pa.Table]] = {}
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
         if not self.up:
             raise StoreUnavailableError("flaky store is down")
+        if self.hang:
+            self._interrupted.clear()
+            self.in_call.set()
+            self._interrupted.wait(60)
+            raise StoreUnavailableError("connection shut under a hung write")
         time.sleep(self.delay_s)  # a slow database
         self.written.setdefault(spec.name, []).append(table)
 
@@ -45,8 +56,12 @@ class FlakyStore(Store):
         error, self.reconnect_error = self.reconnect_error, None
         if error is not None:
             raise error
-        if not self.up:
+        if not self.up or self.hang:  # a frozen server: connecting times out
             raise StoreUnavailableError("flaky store is down")
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+        self._interrupted.set()
 
     def symbols(self) -> list[str]:
         tables = self.written.get("symbols", [])
@@ -222,3 +237,52 @@ def test_rows_spilled_at_stop_are_written_back_by_the_next_start(
         assert second.stats.spill_files == 0
     finally:
         second.stop(timeout_s=5)
+
+
+def test_a_write_that_hangs_is_broken_off_and_its_rows_spill_then_return(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    """A frozen database holds a write forever; the watchdog breaks it off so rows can spill."""
+    limits = RecorderLimits(QUEUE_ROWS, flush_s=0.05, write_timeout_s=1.0)
+    recorder = Recorder(store, tmp_path / "spill", limits)
+    recorder.start()
+    try:
+        store.hang = True
+        recorder.put("symbols", symbols(0, 10))
+        until(lambda: store.interrupts == 1)
+        assert recorder.stats.interrupted_writes == 1
+        assert not recorder.stats.store_up
+        for batch in range(10):  # more than the queue holds arrives while the store is frozen
+            recorder.put("symbols", symbols(10 + batch * 50, 50))
+        until(
+            lambda: (
+                recorder.stats.spilled_rows + recorder.stats.queued_rows == 510
+                and recorder.stats.queued_rows <= QUEUE_ROWS
+            )
+        )
+        store.hang = False
+        assert recorder.flush(5)
+        assert store.symbols() == symbols(0, 510).column("symbol").to_pylist()  # once, in order
+        assert (recorder.stats.lost_rows, recorder.stats.interrupted_writes) == (0, 1)
+    finally:
+        recorder.stop(timeout_s=5)
+
+
+def test_stopping_while_a_write_hangs_spills_what_is_held(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    recorder = Recorder(
+        store, tmp_path / "spill", RecorderLimits(QUEUE_ROWS, flush_s=0.05, write_timeout_s=600)
+    )
+    recorder.start()
+    store.hang = True
+    recorder.put("symbols", symbols(0, 10))
+    assert store.in_call.wait(5)
+    recorder.put("symbols", symbols(10, 20))  # queued behind the hung write
+    recorder.stop(timeout_s=0.5)
+    assert store.interrupts == 1
+    assert recorder._thread is not None
+    assert not recorder._thread.is_alive()
+    assert recorder.stats.spilled_rows == 30
+    files = sorted((tmp_path / "spill").glob("*.parquet"))
+    assert sum(pq.read_table(f).num_rows for f in files) == 30

@@ -110,6 +110,7 @@ class StoreHealth(BaseModel):
     spill_files: int
     restored_rows: int
     lost_rows: int
+    interrupted_writes: int
     last_write_ms: float
     last_error: str
     warmup_source: str
@@ -174,6 +175,7 @@ def health_of(node: NodeView) -> Health:
             spill_files=recorder.spill_files,
             restored_rows=recorder.restored_rows,
             lost_rows=recorder.lost_rows,
+            interrupted_writes=recorder.interrupted_writes,
             last_write_ms=round(recorder.last_write_ms, 3),
             last_error=recorder.last_error,
             warmup_source=node.recovery.warmup_source,
@@ -460,6 +462,10 @@ class _NodeCollector:
             "tapescan_recorder_lost_rows": (
                 "Rows dropped because the spill directory was full",
                 node.recorder.stats.lost_rows,
+            ),
+            "tapescan_recorder_interrupted_writes": (
+                "Store calls broken off after hanging past recorder_write_timeout_s",
+                node.recorder.stats.interrupted_writes,
             ),
             "tapescan_recorder_last_write_ms": (
                 "Duration of the last store write",

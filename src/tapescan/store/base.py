@@ -76,6 +76,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def interrupt(self) -> None:  # noqa: B027 - an optional hook: only some backends can hang
+        """Break off a write stuck on a database that stopped answering (from another thread).
+
+        The stuck call then raises StoreUnavailableError. A no-op where a write cannot hang on a
+        peer (the embedded store).
+        """
+
     # ------------------------------------------------------------------ shared
 
     def migrate(self) -> list[int]:

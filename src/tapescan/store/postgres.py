@@ -7,8 +7,11 @@ row. Partitions are created on the first write of a session and dropped by reten
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -93,6 +96,21 @@ class PostgresStore(Store):
         if self._reader is None or self._reader.closed:
             raise StoreUnavailableError("PostgreSQL connection is closed")
         return self._reader
+
+    def interrupt(self) -> None:
+        """Shut the writer's socket down under a call that waits on a hung server.
+
+        A server that is stopped (not gone) keeps the TCP connection open and acknowledged, so
+        neither keepalives nor a server-side statement timeout ever end the call; shutting the
+        socket makes libpq see the connection closed. The next reconnect opens a fresh one.
+        """
+        connection = self._writer
+        if connection is None or connection.closed:
+            return
+        with contextlib.suppress(OSError, psycopg.Error):
+            fd = connection.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as sock:  # a duplicate: closing it is harmless
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         for connection in (self._writer, self._reader):

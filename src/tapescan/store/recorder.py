@@ -10,8 +10,13 @@ is taken in, and spilled again behind the remaining files when it outgrows ``que
 long write-back does not grow memory either. A process that stops while the store is down
 spills what it holds, and the next start writes those files back.
 
+A watchdog interrupts a store call that hangs past ``write_timeout_s`` (a frozen server keeps
+its connections open), so the writer is never held for longer than that and spilling stays
+possible.
+
 Worst case memory: ``queue_rows`` x ~100 B (a minute bar in Arrow form) plus one batch being
-encoded.
+encoded, plus what producers queue during one ``write_timeout_s`` (in 30 s: ~6,000 minute bars
+and 30 cycles of deltas, a few MB).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class RecorderLimits:
     queue_rows: int = 400_000
     flush_s: float = 1.0
     spill_max_bytes: int = 10 * 1024**3
+    write_timeout_s: float = 30.0
 
 
 @dataclass(slots=True)
@@ -52,6 +58,7 @@ class RecorderStats:
     spill_bytes: int = 0
     restored_rows: int = 0
     lost_rows: int = 0
+    interrupted_writes: int = 0
     writes: int = 0
     last_write_ms: float = 0.0
     store_up: bool = True
@@ -83,6 +90,9 @@ class Recorder:
         self._flushed = 0
         self._events = ScanEventRows()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._done = threading.Event()
+        self._busy_since: float | None = None  # the writer is inside a store call since then
         self._spill_seq = 0
         self._restoring = False  # store up and spill files left: no waiting between passes
         self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +132,8 @@ class Recorder:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="recorder-watchdog", daemon=True)
+        self._watchdog.start()
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything queued before this call is committed (False on timeout)."""
@@ -138,6 +150,10 @@ class Recorder:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive() and self._busy_since is not None:
+                # held by a hung store: break the call off so what is queued still spills
+                self.store.interrupt()
+                self._thread.join(timeout_s)
 
     # ------------------------------------------------------------------ writer thread
 
@@ -162,6 +178,34 @@ class Recorder:
             return items, ticket
 
     def _run(self) -> None:
+        try:
+            self._write_loop()
+        finally:
+            self._done.set()
+
+    def _watch(self) -> None:
+        """Interrupt a store call that hangs past ``write_timeout_s``.
+
+        Without this a database that stops answering without closing its connections (a frozen
+        server, a dead network path) would hold the writer forever, and the queue would grow
+        without bound because only the writer spills it. Interrupted, the call fails like any
+        outage: rows stay queued, then spill, and are written back later.
+        """
+        timeout = self.limits.write_timeout_s
+        interrupted: float | None = None
+        while not self._done.wait(min(1.0, timeout / 4)):
+            since = self._busy_since
+            if since is None or since == interrupted or time.monotonic() - since < timeout:
+                continue
+            interrupted = since
+            self.stats.interrupted_writes += 1
+            log.warning("store call hung for %.0f s; interrupting it", time.monotonic() - since)
+            try:
+                self.store.interrupt()
+            except Exception:  # the watchdog must outlive a failing interrupt
+                log.exception("interrupting the store failed")
+
+    def _write_loop(self) -> None:
         pending: dict[str, list[pa.Table]] = {}
         retry = 0
         next_try = 0.0
@@ -180,6 +224,7 @@ class Recorder:
             stopping = self._stopping
             if not self.stats.store_up and time.monotonic() >= next_try:
                 try:
+                    self._busy_since = time.monotonic()
                     self.store.reconnect()
                     self.stats.store_up, retry = True, 0
                     log.info("store is back; writing back spilled rows")
@@ -189,7 +234,10 @@ class Recorder:
                     self.stats.last_error = str(error)
                     retry = min(retry + 1, len(RETRY_S) - 1)
                     next_try = time.monotonic() + RETRY_S[retry]
+                finally:
+                    self._busy_since = None
             if self.stats.store_up:
+                self._busy_since = time.monotonic()
                 try:
                     # pending rows are newer than the spill files: written only after them
                     if self._restore_spilled(time.monotonic() + self.limits.flush_s):
@@ -201,6 +249,8 @@ class Recorder:
                     log.exception("store write failed; rows kept for a retry")
                     self._went_down(StoreUnavailableError(f"write failed: {error}"))
                     next_try = time.monotonic() + RETRY_S[-1]
+                finally:
+                    self._busy_since = None
             if pending and (stopping or self._pending_rows(pending) > self.limits.queue_rows):
                 self._spill(pending)
             with self._cond:
