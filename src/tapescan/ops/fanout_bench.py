@@ -48,8 +48,10 @@ class Latencies:
 
     values_ms: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    sent_ns: list[int] = field(default_factory=list)  # which cycle each sample belongs to
+    began_ns: int = 0
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         if not self.values_ms:
             return {"count": 0}
         return {
@@ -58,7 +60,19 @@ class Latencies:
             "p99_ms": round(percentile(self.values_ms, 99), 3),
             "max_ms": round(max(self.values_ms), 3),
             "median_delta_bytes": statistics.median(self.sizes),
+            "slowest_cycles": self.slowest_cycles(),
         }
+
+    def slowest_cycles(self, count: int = 3) -> list[dict[str, float]]:
+        """The cycles with the latest last delivery, and when in the window they came."""
+        worst: dict[int, float] = {}
+        for sent, value in zip(self.sent_ns, self.values_ms, strict=True):
+            worst[sent] = max(value, worst.get(sent, 0.0))
+        slowest = sorted(worst.items(), key=lambda item: item[1], reverse=True)[:count]
+        return [
+            {"at_s": round((sent - self.began_ns) / 1e9, 1), "max_ms": round(value, 3)}
+            for sent, value in slowest
+        ]
 
 
 class ServerProcess:
@@ -147,6 +161,7 @@ class Readers:
         sent_ns = int(payload[marker + 10 : payload.index(b"}", marker)])
         into.values_ms.append((received_ns - sent_ns) / 1e6)
         into.sizes.append(len(payload))
+        into.sent_ns.append(sent_ns)
 
     async def connect(self, host: str, port: int, count: int, scans: list[str]) -> None:
         subscribe = msgspec.json.encode({"op": "subscribe", "scans": scans})
@@ -177,7 +192,7 @@ async def _measure(
     server: ServerProcess, readers: Readers, seconds: float, settle_s: float = 3.0
 ) -> tuple[Latencies, dict[str, Any]]:
     await asyncio.sleep(settle_s)  # let snapshots and any backlog of the set-up drain first
-    latencies = Latencies()
+    latencies = Latencies(began_ns=time.time_ns())
     cycles_before = (await server.health())["scans"]["cycles"]
     cpu_before, began = server.cpu_seconds(), time.monotonic()
     client_cpu_before = time.process_time()
@@ -210,7 +225,14 @@ def _pooled(windows: list[Latencies]) -> Latencies:
     for window in windows:
         pooled.values_ms += window.values_ms
         pooled.sizes += window.sizes
+        pooled.sent_ns += window.sent_ns
     return pooled
+
+
+def _pooled_summary(windows: list[Latencies]) -> dict[str, Any]:
+    summary = _pooled(windows).summary()
+    summary.pop("slowest_cycles", None)  # times within different windows: not comparable
+    return summary
 
 
 async def _idle_rounds(
@@ -253,14 +275,14 @@ async def _idle_rounds(
         "with_idle_clients": {
             "idle_clients": idle,
             "rounds": rounds,
-            "latency": pooled_idle.summary(),
+            "latency": _pooled_summary(with_idle),
             "rss_growth_mb": max(w["rss_growth_mb"] for w in idle_windows),
             "p99_change_percent": _change_percent(pooled_idle, pooled_alone),
             "windows": idle_windows,
         },
         "clients_alone": {
             "windows_pooled": len(alone),
-            "latency": pooled_alone.summary(),
+            "latency": _pooled_summary(alone),
             "windows_after_idle": alone_windows,
         },
     }

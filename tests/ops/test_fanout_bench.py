@@ -1,0 +1,48 @@
+"""The fan-out benchmark's bookkeeping: samples, pooled windows, slowest cycles."""
+
+from __future__ import annotations
+
+from tapescan.ops.fanout_bench import Latencies, Readers, _change_percent, _pooled_summary
+
+
+def delta_payload(sent_ns: int, pad: int = 0) -> bytes:
+    return b'{"type":"delta","scan":"s","upsert":[' + b"1," * pad + b'1],"sent_ns":%d}' % sent_ns
+
+
+def test_samples_are_taken_from_deltas_only_while_recording() -> None:
+    readers = Readers()
+    readers.sink(5_000_000, delta_payload(1_000_000))  # not recording: ignored
+    window = Latencies(began_ns=0)
+    readers.recording = window
+    readers.sink(3_000_000, delta_payload(1_000_000))
+    readers.sink(4_000_000, b'{"type":"status","sent_ns":1}')  # not a delta
+    readers.sink(9_000_000, delta_payload(2_000_000, pad=10))
+    assert window.values_ms == [2.0, 7.0]
+    assert window.sent_ns == [1_000_000, 2_000_000]
+    assert window.sizes == [len(delta_payload(1_000_000)), len(delta_payload(2_000_000, pad=10))]
+
+
+def test_slowest_cycles_rank_each_cycle_by_its_last_delivery() -> None:
+    window = Latencies(began_ns=10_000_000_000)
+    # three cycles, 1 s apart, two clients each
+    for cycle, latencies in enumerate([(1.0, 2.0), (1.5, 9.0), (3.0, 0.5)]):
+        for value in latencies:
+            window.sent_ns.append(11_000_000_000 + cycle * 1_000_000_000)
+            window.values_ms.append(value)
+            window.sizes.append(100)
+    assert window.slowest_cycles(2) == [{"at_s": 2.0, "max_ms": 9.0}, {"at_s": 3.0, "max_ms": 3.0}]
+
+
+def test_pooled_windows_keep_every_sample_and_compare_p99() -> None:
+    first, second = Latencies(), Latencies()
+    for i in range(100):
+        first.values_ms.append(1.0)
+        second.values_ms.append(2.0 if i < 98 else 10.0)
+        for window in (first, second):
+            window.sizes.append(10)
+            window.sent_ns.append(i)
+    pooled = _pooled_summary([first, second])
+    assert pooled["count"] == 200
+    assert "slowest_cycles" not in pooled
+    assert _change_percent(second, first) == 900.0  # p99 1.0 -> 10.0 (the last two samples)
+    assert _change_percent(Latencies(), first) is None
