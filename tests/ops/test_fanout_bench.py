@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tapescan.ops.fanout_bench import Latencies, Readers, _change_percent, _pooled_summary
+from pathlib import Path
+
+from tapescan.ops.fanout_bench import (
+    IdleProcess,
+    Latencies,
+    Readers,
+    _change_percent,
+    _pooled_summary,
+)
+from tests.api.server import start_server
 
 
 def delta_payload(sent_ns: int, pad: int = 0) -> bytes:
@@ -46,3 +55,18 @@ def test_pooled_windows_keep_every_sample_and_compare_p99() -> None:
     assert "slowest_cycles" not in pooled
     assert _change_percent(second, first) == 900.0  # p99 1.0 -> 10.0 (the last two samples)
     assert _change_percent(Latencies(), first) is None
+
+
+async def test_idle_clients_hold_their_connections_from_their_own_process_until_closed(
+    tmp_path: Path,
+) -> None:
+    server = start_server(tmp_path)
+    try:
+        idle = IdleProcess(f"127.0.0.1:{server.port}", 3, ["*"])
+        await idle.ready()
+        server.health(lambda h: h["clients"] == 3, timeout_s=10)
+        idle.close()
+        assert idle.process.returncode == 0
+        server.health(lambda h: h["clients"] == 0, timeout_s=20)
+    finally:
+        server.stop()

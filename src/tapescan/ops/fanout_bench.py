@@ -1,7 +1,8 @@
 """``tapescan bench fanout``: real WebSocket clients on 127.0.0.1 against a real server process.
 
 The server runs as a subprocess (simulated market, wall-clock pace, deltas stamped with the wall
-time at the end of their cycle); the clients run in this process. Reported: delivery latency
+time at the end of their cycle); the reading clients run in this process and the idle ones in
+another (ops/idle_clients.py), as on other machines they would. Reported: delivery latency
 (cycle end to client receipt), the server's CPU and RSS, and what idle (never-reading) clients
 cost the server and the other clients. With idle clients, windows alternate: the readers alone,
 with the idle clients, alone again, ... for a number of rounds, and each side's samples are pooled
@@ -26,13 +27,11 @@ from typing import Any
 
 import httpx
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
 
 from tapescan.ops.bench import machine, percentile
 from tapescan.ops.raw_ws_client import RawReader, open_readers
 
 SCANS = ["top_gainers", "gappers_up", "high_rvol", "momentum_up"]
-CONNECT_BATCH = 100
 _decoder = msgspec.json.Decoder()
 
 
@@ -172,20 +171,33 @@ class Readers:
             reader.close()
 
 
-async def _open_idle(url: str, count: int, scans: list[str]) -> list[ClientConnection]:
-    """Clients that subscribe and then never read (a full client library, reading paused)."""
-    connections: list[ClientConnection] = []
-    for first in range(0, count, CONNECT_BATCH):
-        batch = await asyncio.gather(
-            *(
-                connect(f"ws://{url}/ws", max_queue=1, open_timeout=60)
-                for _ in range(first, min(count, first + CONNECT_BATCH))
-            )
+class IdleProcess:
+    """Idle clients (ops/idle_clients.py) in a process of their own, held until ``close``."""
+
+    def __init__(self, url: str, count: int, scans: list[str]) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, "-m", "tapescan.ops.idle_clients", url, str(count), *scans],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-        for ws in batch:
-            await ws.send(msgspec.json.encode({"op": "subscribe", "scans": scans}))
-        connections.extend(batch)
-    return connections
+
+    async def ready(self) -> None:
+        assert self.process.stdout is not None
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        if line.strip() != b"ready":
+            self.close()
+            raise RuntimeError("the idle clients could not connect")
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 async def _measure(
@@ -256,11 +268,13 @@ async def _idle_rounds(
         progress(f"round {round_}/{rounds}: {idle} clients that never read, for {seconds:.0f} s")
         clients_before = (await server.health())["clients"]
         rss_before = server.rss_mb()
-        idlers = await _open_idle(server.url, idle, ["*"])
-        latencies, stats = await _measure(server, readers, seconds)
-        rss_growth = server.rss_mb() - rss_before
-        for ws in idlers:
-            ws.transport.abort()  # a close handshake would wait behind unread frames
+        idlers = IdleProcess(server.url, idle, ["*"])
+        try:
+            await idlers.ready()
+            latencies, stats = await _measure(server, readers, seconds)
+            rss_growth = server.rss_mb() - rss_before
+        finally:
+            idlers.close()
         await server.wait_for_clients(clients_before)
         with_idle.append(latencies)
         idle_windows.append(
