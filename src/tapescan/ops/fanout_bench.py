@@ -74,6 +74,13 @@ class Latencies:
         ]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ServerProcess:
     def __init__(self, symbols: int, port: int, workdir: str) -> None:
         env = {**os.environ, "TAPESCAN_WS_STAMP_FRAMES": "true", "TAPESCAN_WS_LAG_TIMEOUT_S": "30"}
@@ -125,9 +132,7 @@ class ServerProcess:
             await asyncio.sleep(0.2)
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as statm:
@@ -273,6 +278,7 @@ async def _idle_rounds(
             await idlers.ready()
             latencies, stats = await _measure(server, readers, seconds)
             rss_growth = server.rss_mb() - rss_before
+            stats["idle_process_cpu_s"] = round(cpu_seconds(idlers.process.pid), 2)
         finally:
             idlers.close()
         await server.wait_for_clients(clients_before)
