@@ -57,7 +57,6 @@ from tapescan.tasks import TaskGroup
 log = logging.getLogger(__name__)
 SIM_DEFAULT_START = dt.time(9, 25)
 STATUS_EVERY_S = 2.0
-BACKLOG_DELAY_S = 0.005  # clients whose sockets are full get a cycle's frames 5 ms after the rest
 
 
 def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
@@ -141,10 +140,7 @@ class Node:
         self.hub = Hub(
             self._snapshot_of,
             FanoutLimits(
-                settings.ws_queue_frames,
-                settings.ws_lag_timeout_s,
-                settings.ws_buffer_bytes,
-                backlog_delay_s=BACKLOG_DELAY_S,
+                settings.ws_queue_frames, settings.ws_lag_timeout_s, settings.ws_buffer_bytes
             ),
         )
         self.stats = ScanStats()

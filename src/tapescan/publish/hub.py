@@ -28,10 +28,6 @@ class FanoutLimits:
     queue_frames: int = 256  # per client without a direct transport; x ~2 KB shared frames
     lag_timeout_s: float = 30.0
     buffer_bytes: int = 256 * 1024  # per client's transport buffer before it counts as lagging
-    # Backlogged clients are written this long after the others (0: at once, in the same call).
-    # Their sockets are full anyway; the delay lets the process give the CPU to the readers it
-    # has just woken (on a 2-core machine they are often scheduled on the publisher's core).
-    backlog_delay_s: float = 0.0
 
 
 class Transport(Protocol):
@@ -177,8 +173,6 @@ class Hub:
         self.clients: set[ClientSession] = set()
         self._subscribers: dict[str, set[ClientSession]] = {}
         self._snapshots: dict[str, tuple[int, Frame]] = {}
-        self._deferred_jobs: list[Callable[[], None]] = []
-        self._deferred_clients: dict[ClientSession, int] = {}  # deferred writes pending each
 
     def connect(self, wire: WireFormat) -> ClientSession:
         client = ClientSession(self, wire, self.limits)
@@ -252,9 +246,7 @@ class Hub:
         for client in self.clients:
             if not client.scans:
                 continue
-            if client in self._deferred_clients:  # frames of an earlier cycle still to go
-                backlogged.append(client)
-            elif client.lagging_since is not None:
+            if client.lagging_since is not None:
                 client.stats.dropped_frames += sum(d.scan in client.scans for d in changed)
             elif client.backlogged:
                 backlogged.append(client)
@@ -262,38 +254,12 @@ class Hub:
                 frames = frames_for(client)
                 if frames:
                     client.offer_many(frames)
-        if not backlogged:
-            return
-
         # A write to a client whose socket is full only appends to its buffer, but it must not
-        # stand in front of the clients that are reading: it comes after them, and with
-        # backlog_delay_s after the process has let them run.
-        def write_backlogged() -> None:
-            for client in backlogged:
-                self._deferred_clients[client] -= 1
-                if not self._deferred_clients[client]:
-                    del self._deferred_clients[client]
-                if client.lagging_since is not None:
-                    client.stats.dropped_frames += sum(d.scan in client.scans for d in changed)
-                    continue
-                frames = frames_for(client)
-                if frames:
-                    client.offer_many(frames)
-
+        # stand in front of the clients that are reading.
         for client in backlogged:
-            self._deferred_clients[client] = self._deferred_clients.get(client, 0) + 1
-        if self.limits.backlog_delay_s <= 0:
-            write_backlogged()
-            return
-        self._deferred_jobs.append(write_backlogged)
-        if len(self._deferred_jobs) == 1:
-            asyncio.get_running_loop().call_later(self.limits.backlog_delay_s, self._run_deferred)
-
-    def _run_deferred(self) -> None:
-        """Deferred writes in the order of their cycles (one timer for all that are due)."""
-        jobs, self._deferred_jobs = self._deferred_jobs, []
-        for job in jobs:
-            job()
+            frames = frames_for(client)
+            if frames:
+                client.offer_many(frames)
 
     def broadcast(self, frame: Frame) -> None:
         for client in self.clients:
