@@ -250,3 +250,32 @@ async def test_frames_only_backlogged_clients_follow_are_encoded_after_the_reade
     hub.publish([delta("c"), delta("b"), delta("a")])
     assert events == ["encode:a", "write:reader", "encode:b", "write:backlogged"]
     assert clients["lagging"].stats.dropped_frames == 3
+
+
+async def test_a_client_whose_kernel_queue_holds_earlier_bytes_is_written_after_the_readers() -> (
+    None
+):
+    """A peer that stopped reading looks healthy while the kernel still takes its bytes; the
+    bytes of an earlier cycle still unacknowledged give it away."""
+    order: list[str] = []
+
+    class Named(FakeTransport):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def write(self, data: bytes) -> None:
+            order.append(self.name)
+
+    scans = Scans()
+    hub = Hub(scans.snapshot)
+    unacknowledged = {"stalled": 40_000, "reader1": 0, "reader2": 0}
+    for name in ("stalled", "reader1", "reader2"):
+        client = hub.connect(WireFormat.JSON)
+        client.transport = Named(name)
+        client.kernel_queue = lambda name=name: unacknowledged[name]
+        hub.subscribe(client, ["s"])
+    order.clear()
+    hub.publish([scans.delta()])
+    assert sorted(order[:2]) == ["reader1", "reader2"]
+    assert order[2] == "stalled"

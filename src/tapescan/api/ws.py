@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tapescan.api.socket_queue import unsent_bytes
 from tapescan.api.ws_transport import TRANSPORT_EXTENSION
 from tapescan.publish.frames import PONG, Frame, WireFormat, error_frame
 from tapescan.publish.hub import ClientSession, Hub
@@ -103,7 +105,11 @@ async def serve_websocket(websocket: WebSocket, hub: Hub, known_scans: Any, stat
     direct = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
     if direct is not None:
         await direct["handshake_completed"].wait()
-        client.transport = direct["transport"]
+        transport = direct["transport"]
+        client.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            client.kernel_queue = functools.partial(unsent_bytes, sock)
     client.offer(status)
     # Without the transport (another ASGI server), frames go through a queue and this task.
     sender = (

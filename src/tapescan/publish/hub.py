@@ -64,6 +64,8 @@ class ClientSession:
         self._ready = asyncio.Event()
         self._closer: Callable[[], None] | None = None
         self.transport: Transport | None = None
+        # Bytes the kernel still holds for the peer (sent, not yet acknowledged), when known.
+        self.kernel_queue: Callable[[], int] | None = None
         self.closed = False  # its transport refused a write: nothing more is sent
 
     def on_close(self, closer: Callable[[], None]) -> None:
@@ -105,12 +107,17 @@ class ClientSession:
 
     @property
     def backlogged(self) -> bool:
-        """Lagging, or its socket has not taken what it was last given: served last."""
+        """Lagging, or its peer has not taken what it was last given: served last."""
         if self.lagging_since is not None or self.closed:
             return True
         if self.transport is None:
             return bool(self._queue)
-        return self.transport.get_write_buffer_size() > 0
+        if self.transport.get_write_buffer_size() > 0:
+            return True
+        # A peer that stopped reading is hidden at first: the kernel takes its bytes until the
+        # socket's buffers fill (seconds). Bytes of an earlier cycle still unacknowledged now
+        # (a cycle later) show it at once, so it is not written in among the readers.
+        return self.kernel_queue is not None and self.kernel_queue() > 0
 
     def _write(self, transport: Transport, *frames: Frame) -> None:
         if self.closed or transport.is_closing():
