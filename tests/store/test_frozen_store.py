@@ -9,7 +9,7 @@ server is thawed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +18,7 @@ import pytest
 from tapescan.store.postgres import PostgresStore
 from tapescan.store.recorder import Recorder, RecorderLimits
 from tests.store.private_postgres import PrivatePostgres, private_postgres
+from tests.store.test_recorder import symbols, until
 
 QUEUE_ROWS = 1_000
 
@@ -26,17 +27,6 @@ QUEUE_ROWS = 1_000
 def private() -> Iterator[PrivatePostgres]:
     with private_postgres() as server:
         yield server
-
-
-def symbols(first: int, count: int) -> pa.Table:
-    return pa.table({"symbol": [f"S{i:06d}" for i in range(first, first + count)]})
-
-
-def until(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_a_frozen_server_is_broken_off_and_loses_no_row(
