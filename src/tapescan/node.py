@@ -32,6 +32,7 @@ from tapescan.market.calendar import (
 )
 from tapescan.market.clock import make_clock
 from tapescan.model import AggregateBatch, AggregateKind, FeedEvent, FeedState, FeedStatus
+from tapescan.ops.gc_pauses import GcPauses
 from tapescan.ops.memory import release_free_memory
 from tapescan.publish.frames import Frame, iso
 from tapescan.publish.hub import FanoutLimits, Hub
@@ -144,6 +145,7 @@ class Node:
             ),
         )
         self.stats = ScanStats()
+        self.gc_pauses = GcPauses()
         self._columns: dict[str, np.ndarray] | None = None
         self._text = text_columns(self.universe, reference)
         self._last_status: tuple[str, str, str] | None = None
@@ -395,6 +397,7 @@ class Node:
                 ws_max_size=1 << 20,  # frames over 64 KiB get an error; over 1 MiB a close
             )
         )
+        self.gc_pauses.install()
         self.recorder.start()
         self.tasks.start(self._consume_feed(), name="feed")
         self.tasks.start(self._scan_loop(), name="scan")
@@ -416,6 +419,7 @@ class Node:
             log.warning("tasks still running at shutdown: %s", ", ".join(stuck))
         await asyncio.to_thread(self.recorder.stop, max(self.settings.shutdown_timeout_s, 5.0))
         self.store.close()
+        self.gc_pauses.uninstall()
 
 
 def _reference_rows(reference: pa.Table) -> pa.Table:

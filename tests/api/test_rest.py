@@ -144,6 +144,11 @@ def test_admin_is_off_without_a_configured_token(tmp_path_factory: pytest.TempPa
 def test_metrics_and_openapi(server: Server) -> None:
     metrics = httpx.get(f"{server.url}/metrics").text
     assert "tapescan_scan_cycles" in metrics
+    assert 'tapescan_gc_pause_max_seconds{generation="2"}' in metrics
+    gc = httpx.get(f"{server.url}/api/v1/health").json()["gc"]
+    assert len(gc["collections"]) == 3
+    assert gc["collections"][0] > 0  # a warmed-up server has collected
+    assert gc["pause_ms_total"][0] > 0
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert "/api/v1/scans/{scan_id}/results" in spec["paths"]
     # every REST operation documents an example of its answer

@@ -10,6 +10,7 @@ from tapescan.ops.fanout_bench import (
     Readers,
     _change_percent,
     _pooled_summary,
+    gc_during,
 )
 from tests.api.server import start_server
 
@@ -70,3 +71,25 @@ async def test_idle_clients_hold_their_connections_from_their_own_process_until_
         server.health(lambda h: h["clients"] == 0, timeout_s=20)
     finally:
         server.stop()
+
+
+def test_gc_during_a_window_counts_only_its_own_collections() -> None:
+    began_ns = 1_764_000_000_000_000_000  # 2025-11-24T16:00:00Z
+    earlier = {"at": "2025-11-24T15:59:58+00:00", "generation": 2, "ms": 9.0, "collected": 1}
+    inside = {"at": "2025-11-24T16:00:12.500000+00:00", "generation": 1, "ms": 2.5, "collected": 7}
+    before = {
+        "collections": [100, 9, 1],
+        "pause_ms_total": [20.0, 5.0, 9.0],
+        "long_pauses": [earlier],
+    }
+    after = {
+        "collections": [160, 15, 1],
+        "pause_ms_total": [31.5, 9.0, 9.0],
+        "long_pauses": [earlier, inside],
+    }
+    during = gc_during(before, after, began_ns)
+    assert during == {
+        "collections": [60, 6, 0],
+        "pause_ms": 15.5,
+        "long_pauses": [{"at_s": 12.5, "generation": 1, "ms": 2.5}],
+    }

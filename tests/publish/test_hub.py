@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -279,3 +280,21 @@ async def test_a_client_whose_kernel_queue_holds_earlier_bytes_is_written_after_
     hub.publish([scans.delta()])
     assert sorted(order[:2]) == ["reader1", "reader2"]
     assert order[2] == "stalled"
+
+
+async def test_stamped_cycles_record_when_readers_and_everyone_were_written() -> None:
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(buffer_bytes=10_000))
+    for buffered in (0, 500):
+        client = hub.connect(WireFormat.JSON)
+        transport = FakeTransport()
+        transport.buffered = buffered
+        client.transport = transport
+        hub.subscribe(client, ["s"])
+    hub.publish([scans.delta()])  # not stamped: not timed
+    assert not hub.cycle_timings
+    sent_ns = time.time_ns()
+    hub.publish([scans.delta()], sent_ns)
+    (timing,) = hub.cycle_timings
+    assert timing.sent_ns == sent_ns
+    assert 0 <= timing.readers_ns <= timing.all_ns < 10**9

@@ -30,6 +30,7 @@ from tapescan.indicators.catalog import COLUMNS
 from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import Clock
 from tapescan.model import FeedState, Universe
+from tapescan.ops.gc_pauses import GcPauses
 from tapescan.publish.frames import Frame, iso
 from tapescan.publish.hub import Hub
 from tapescan.scan.definition import ScanValidationError
@@ -53,6 +54,7 @@ class NodeView(Protocol):
     monitor: FeedMonitor
     started_ns: int
     stats: ScanStats
+    gc_pauses: GcPauses
     scanner: Scanner
     hub: Hub
     registry: ScanRegistry
@@ -117,6 +119,27 @@ class StoreHealth(BaseModel):
     recovered_bars: int
 
 
+class GcPause(BaseModel):
+    at: str
+    generation: int
+    ms: float
+    collected: int
+
+
+class GcHealth(BaseModel):
+    collections: list[int]
+    pause_ms_total: list[float]
+    pause_ms_max: list[float]
+    long_pauses: list[GcPause]
+    frozen_objects: int
+
+
+class FanoutCycle(BaseModel):
+    sent_ns: int
+    readers_ms: float
+    all_ms: float
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -127,6 +150,8 @@ class Health(BaseModel):
     scans: ScanHealth
     store: StoreHealth
     clients: int
+    gc: GcHealth
+    fanout_cycles: list[FanoutCycle]  # the last stamped cycles (ws_stamp_frames only)
 
 
 def health_of(node: NodeView) -> Health:
@@ -182,6 +207,34 @@ def health_of(node: NodeView) -> Health:
             recovered_bars=node.recovery.recovered_bars,
         ),
         clients=len(node.hub.clients),
+        gc=_gc_health(node.gc_pauses),
+        fanout_cycles=[
+            FanoutCycle(
+                sent_ns=t.sent_ns,
+                readers_ms=round(t.readers_ns / 1e6, 3),
+                all_ms=round(t.all_ns / 1e6, 3),
+            )
+            for t in node.hub.cycle_timings
+        ],
+    )
+
+
+def _gc_health(pauses: GcPauses) -> GcHealth:
+    summary = pauses.summary()
+    return GcHealth(
+        collections=summary["collections"],
+        pause_ms_total=summary["pause_ms_total"],
+        pause_ms_max=summary["pause_ms_max"],
+        long_pauses=[
+            GcPause(
+                at=ns_to_utc(p["at_ns"]).isoformat(),
+                generation=p["generation"],
+                ms=p["ms"],
+                collected=p["collected"],
+            )
+            for p in summary["long_pauses"]
+        ],
+        frozen_objects=summary["frozen_objects"],
     )
 
 
@@ -479,3 +532,14 @@ class _NodeCollector:
         }
         for name, (help_text, value) in values.items():
             yield GaugeMetricFamily(name, help_text, value=float(value))
+        pauses = node.gc_pauses
+        for name, help_text, per_generation in (
+            ("tapescan_gc_collections", "Garbage collections run", pauses.collections),
+            ("tapescan_gc_pause_seconds", "Time stopped in garbage collections", pauses.total_ns),
+            ("tapescan_gc_pause_max_seconds", "Longest garbage collection", pauses.max_ns),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=["generation"])
+            for generation, value in enumerate(per_generation):
+                scale = 1.0 if name == "tapescan_gc_collections" else 1e-9
+                family.add_metric([str(generation)], value * scale)
+            yield family

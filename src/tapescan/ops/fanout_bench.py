@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import socket
 import statistics
@@ -210,7 +211,8 @@ async def _measure(
 ) -> tuple[Latencies, dict[str, Any]]:
     await asyncio.sleep(settle_s)  # let snapshots and any backlog of the set-up drain first
     latencies = Latencies(began_ns=time.time_ns())
-    cycles_before = (await server.health())["scans"]["cycles"]
+    health_before = await server.health()
+    cycles_before = health_before["scans"]["cycles"]
     cpu_before, began = server.cpu_seconds(), time.monotonic()
     client_cpu_before = time.process_time()
     readers.recording = latencies
@@ -227,6 +229,59 @@ async def _measure(
         # A stalled scan loop shows here (and as fewer samples), not as better latency.
         "scan_cycles": health["scans"]["cycles"] - cycles_before,
         "clients_connected_at_end": health["clients"],
+        "gc": gc_during(health_before["gc"], health["gc"], latencies.began_ns),
+        "server_writes": server_writes(health["fanout_cycles"], latencies),
+    }
+
+
+def server_writes(cycles: list[dict[str, Any]], latencies: Latencies) -> dict[str, Any]:
+    """How long the server took to write each cycle of the window (from its sent_ns): to the
+    clients that keep up, and to all; and for the window's slowest cycles, the server's part."""
+    inside = {c["sent_ns"]: c for c in cycles if c["sent_ns"] in set(latencies.sent_ns)}
+    if not inside:
+        return {"cycles": 0}
+    readers = [c["readers_ms"] for c in inside.values()]
+    everyone = [c["all_ms"] for c in inside.values()]
+    slowest = []
+    for cycle in latencies.slowest_cycles():
+        sent = latencies.began_ns + round(cycle["at_s"] * 1e9)
+        match = min(inside, key=lambda s: abs(s - sent))
+        slowest.append(
+            {
+                "at_s": cycle["at_s"],
+                "delivered_ms": cycle["max_ms"],
+                "readers_written_ms": inside[match]["readers_ms"],
+            }
+        )
+    return {
+        "cycles": len(inside),
+        "readers_written_ms": {"p50": percentile(readers, 50), "max": max(readers)},
+        "all_written_ms": {"p50": percentile(everyone, 50), "max": max(everyone)},
+        "slowest_cycles": slowest,
+    }
+
+
+def gc_during(before: dict[str, Any], after: dict[str, Any], began_ns: int) -> dict[str, Any]:
+    """The server's garbage collections between two health answers: counts, time stopped and
+    the pauses of 1 ms or more (seconds into the window), to set beside the slowest cycles."""
+    began = datetime.datetime.fromtimestamp(began_ns / 1e9, tz=datetime.UTC)
+    seen = {(p["at"], p["generation"]) for p in before["long_pauses"]}
+    return {
+        "collections": [
+            a - b for a, b in zip(after["collections"], before["collections"], strict=True)
+        ],
+        "pause_ms": round(sum(after["pause_ms_total"]) - sum(before["pause_ms_total"]), 3),
+        "long_pauses": [
+            {
+                "at_s": round(
+                    (datetime.datetime.fromisoformat(p["at"]) - began).total_seconds(), 1
+                ),
+                "generation": p["generation"],
+                "ms": p["ms"],
+            }
+            for p in after["long_pauses"]
+            if (p["at"], p["generation"]) not in seen
+        ],
     }
 
 

@@ -169,6 +169,18 @@ class ClientSession:
             await self._ready.wait()
 
 
+STAMPED_CYCLES = 128  # timings of the last stamped cycles kept (benchmarks; ~10 KB)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleTiming:
+    """When a stamped cycle's writes were done, in ns after its ``sent_ns``."""
+
+    sent_ns: int
+    readers_ns: int  # every client that keeps up has its bytes
+    all_ns: int  # backlogged clients too
+
+
 class Hub:
     def __init__(
         self,
@@ -180,6 +192,9 @@ class Hub:
         self.clients: set[ClientSession] = set()
         self._subscribers: dict[str, set[ClientSession]] = {}
         self._snapshots: dict[str, tuple[int, Frame]] = {}
+        # Filled only when cycles are stamped (``ws_stamp_frames``), so a benchmark can tell
+        # time spent writing in the server from time spent on the way to the client.
+        self.cycle_timings: deque[CycleTiming] = deque(maxlen=STAMPED_CYCLES)
 
     def connect(self, wire: WireFormat) -> ClientSession:
         client = ClientSession(self, wire, self.limits)
@@ -261,12 +276,17 @@ class Hub:
                 frames = frames_for(client)
                 if frames:
                     client.offer_many(frames)
+        readers_done_ns = time.time_ns()
         # A write to a client whose socket is full only appends to its buffer, but it must not
         # stand in front of the clients that are reading.
         for client in backlogged:
             frames = frames_for(client)
             if frames:
                 client.offer_many(frames)
+        if sent_ns is not None:
+            self.cycle_timings.append(
+                CycleTiming(sent_ns, readers_done_ns - sent_ns, time.time_ns() - sent_ns)
+            )
 
     def broadcast(self, frame: Frame) -> None:
         for client in self.clients:
