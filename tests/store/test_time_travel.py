@@ -28,12 +28,14 @@ from tapescan.feeds.sim.generator import SimMarket
 from tapescan.market.calendar import et_to_ns, market_calendar, ns_to_utc
 from tapescan.replay_until import replay_report
 from tapescan.scan.library import builtin_scans
+from tapescan.store import bar_codec, event_codec
 from tapescan.store.archive import Archive
 from tapescan.store.duck import DuckDbStore
 from tapescan.store.history import History
 from tapescan.store.open import DUCKDB_FILE
 from tapescan.store.retention import retire
 from tests.api.server import Server
+from tests.store.test_contract import minute_bars
 
 CAL = market_calendar()
 DAY = dt.date(2026, 11, 24)
@@ -241,6 +243,7 @@ def test_time_travel_from_the_archive(recorded: Server, dataset: DatasetPaths) -
             }
         ),
     )
+    store.write("minute_bars", minute_bars(later, ["ZZZ"], 1))
     settings = load_settings(
         {"data_dir": data, "retention_event_sessions": 1, "retention_minute_sessions": 1}
     )
@@ -248,6 +251,9 @@ def test_time_travel_from_the_archive(recorded: Server, dataset: DatasetPaths) -
     retire(store, archive, settings)
     assert DAY not in store.sessions("scan_events")
     assert DAY in archive.sessions("scan_events")
+    # the recorded day is archived in the compact layouts, so this reads through them
+    assert archive.layout("scan_events", DAY) == event_codec.LAYOUT
+    assert archive.layout("minute_bars", DAY) == bar_codec.LAYOUT
     history = History(store, archive)
     for at_ns in instants()[::3]:
         expected = replayed(dataset, at_ns)["scans"]
@@ -255,4 +261,15 @@ def test_time_travel_from_the_archive(recorded: Server, dataset: DatasetPaths) -
             snapshot = history.scan_at(scan, DAY, at_ns)
             assert snapshot is not None
             assert [list(r) for r in snapshot.rows] == [list(r) for r in report["rows"]], scan
+    # minute bars come back from the compact file exactly as recorded from the files
+    files = pq.read_table(dataset.minute_bars)
+    symbol = files.column("symbol")[0].as_py()
+    start = ns_to_utc(CAL.session(DAY).pre_open_ns)
+    page = history.minute_bars(symbol, start, start + dt.timedelta(hours=16), None, 1000)
+    assert DAY not in store.sessions("minute_bars")
+    mine = files.filter(pc.equal(files.column("symbol"), symbol))
+    mine = mine.filter(pc.greater_equal(mine.column("ts"), pa.scalar(start)))
+    assert page.rows.num_rows == mine.num_rows > 100
+    for column in ("open", "high", "low", "close", "volume", "vwap", "trades"):
+        assert page.rows.column(column).to_pylist() == mine.column(column).to_pylist(), column
     store.close()

@@ -64,8 +64,7 @@ EVENT_BATCH = 20_000  # scan events + entries per store write
 PENDING_WRITES = 4  # batches queued for the writer thread before the simulation waits
 RELABEL_BATCH = 250_000
 RECORDED = ("minute_bars", "scan_events", "scan_entries", "daily_bars", "slot_volume")
-ZSTD_EXTRA = 19
-ZSTD_EXTRA_TABLES = ("scan_events", "minute_bars")
+COMPACT_TABLES = ("minute_bars", "scan_events")  # archived in compact layouts when exact
 
 
 def default_postgres_url() -> str:
@@ -362,41 +361,43 @@ def _hot_total(duck: DuckDbStore, pg: PostgresStore) -> dict[str, int]:
 def _archive_session(
     duck: DuckDbStore, day: dt.date, root: Path, zstd_level: int, message: Message
 ) -> dict[str, Any]:
-    """Bytes of each retiring table's Parquet file of ``day`` (default level, and level 19)."""
-    default = Archive(root / "default", zstd_level)
-    extra = Archive(root / f"zstd{ZSTD_EXTRA}", ZSTD_EXTRA)
-    tables: dict[str, int] = {}
-    extra_tables: dict[str, int] = {}
+    """Bytes of each retiring table's archive of ``day``, and of the compact tables' plain
+    layout for comparison (both at ``zstd_level``)."""
+    archive = Archive(root / "archive", zstd_level)
+    plain = Archive(root / "plain", zstd_level, compact=False)
     seconds: dict[str, float] = {}
+    layouts: dict[str, str | None] = {}
     try:
         for spec in SESSION_TABLES:
             message(f"archiving {spec.name} (zstd {zstd_level})")
             rows = duck.export_session(spec.name, day)
             began = time.monotonic()
-            tables[spec.name] = default.write(spec.name, day, rows).stat().st_size
+            archive.write(spec.name, day, rows)
             seconds[spec.name] = round(time.monotonic() - began, 1)
-            if spec.name in ZSTD_EXTRA_TABLES:
-                message(f"archiving {spec.name} (zstd {ZSTD_EXTRA})")
-                began = time.monotonic()
-                extra_tables[spec.name] = extra.write(spec.name, day, rows).stat().st_size
-                seconds[f"{spec.name}_zstd{ZSTD_EXTRA}"] = round(time.monotonic() - began, 1)
+            layouts[spec.name] = archive.layout(spec.name, day)
+            if spec.name in COMPACT_TABLES:
+                message(f"archiving {spec.name} in the plain layout, for comparison")
+                plain.write(spec.name, day, rows)
             del rows
+        tables = {name: archive.table_bytes()[name] for name in layouts}
+        plain_tables = {name: plain.table_bytes()[name] for name in COMPACT_TABLES}
     finally:
-        default.close()
-        extra.close()
+        archive.close()
+        plain.close()
     total = sum(tables.values())
+    plain_total = total - sum(tables[n] for n in plain_tables) + sum(plain_tables.values())
     return {
         "zstd_level": zstd_level,
+        "layouts": layouts,
         "tables_bytes": tables,
         "tables_mb": {name: mb(v) for name, v in tables.items()},
         "total_bytes": total,
         "total_mb": mb(total),
-        f"zstd{ZSTD_EXTRA}": {
-            "tables_bytes": extra_tables,
-            "tables_mb": {name: mb(v) for name, v in extra_tables.items()},
-            "total_bytes_with_other_tables_at_default": total
-            - sum(tables[n] for n in extra_tables)
-            + sum(extra_tables.values()),
+        "plain_layout": {
+            "tables_bytes": plain_tables,
+            "tables_mb": {name: mb(v) for name, v in plain_tables.items()},
+            "total_bytes": plain_total,
+            "total_mb": mb(plain_total),
         },
         "write_seconds": seconds,
     }

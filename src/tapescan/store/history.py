@@ -23,6 +23,10 @@ class Reader(Protocol):
     def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table: ...
 
 
+class ArchiveReader(Reader, Protocol):
+    def scan_at(self, scan: str, session: dt.date, at_ns: int) -> Snapshot | None: ...
+
+
 class HistoryGapError(Exception):
     """Stored events do not chain (a sequence number is missing)."""
 
@@ -51,7 +55,8 @@ class Page:
 
 
 class History:
-    def __init__(self, store: Reader, archive: Reader | None = None) -> None:
+    def __init__(self, store: Reader, archive: ArchiveReader | None = None) -> None:
+        self.archive = archive
         self.sources: tuple[Reader, ...] = (store,) if archive is None else (store, archive)
 
     def _first(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
@@ -73,34 +78,14 @@ class History:
     # ------------------------------------------------------------------ time travel
 
     def scan_at(self, scan: str, session: dt.date, at_ns: int) -> Snapshot | None:
-        """The scan as published at ``at_ns``: nearest keyframe at or before it plus deltas."""
-        key = self._first(
-            "SELECT seq, asof_ns, payload FROM scan_events WHERE session = %s AND scan = %s "
-            "AND keyframe AND asof_ns <= %s ORDER BY seq DESC LIMIT 1",
-            [session, scan, at_ns],
-            _EVENT,
-        )
-        if key.num_rows == 0:
-            return None
-        seq, asof = int(key.column("seq")[0].as_py()), int(key.column("asof_ns")[0].as_py())
-        snapshot = decode_keyframe(scan, seq, asof, key.column("payload")[0].as_py())
-        deltas = self._first(
-            "SELECT seq, asof_ns, payload FROM scan_events WHERE session = %s AND scan = %s "
-            "AND NOT keyframe AND seq > %s AND asof_ns <= %s ORDER BY seq",
-            [session, scan, seq, at_ns],
-            _EVENT,
-        )
-        for d_seq, d_asof, payload in zip(
-            deltas.column("seq").to_pylist(),
-            deltas.column("asof_ns").to_pylist(),
-            deltas.column("payload").to_pylist(),
-            strict=True,
-        ):
-            try:
-                snapshot = apply(snapshot, decode_delta(scan, d_seq, d_asof, payload))
-            except SequenceGapError as error:
-                raise HistoryGapError(str(error)) from None
-        return Snapshot(scan, snapshot.seq, snapshot.asof_ns, snapshot.columns, snapshot.rows)
+        """The scan as published at ``at_ns``: from the hot store, else from the archive."""
+        try:
+            found = scan_at_from_rows(self.sources[0], scan, session, at_ns)
+            if found is None and self.archive is not None:
+                found = self.archive.scan_at(scan, session, at_ns)
+        except SequenceGapError as error:
+            raise HistoryGapError(str(error)) from None
+        return found
 
     def coverage(self, scan: str) -> tuple[int, int] | None:
         """First and last recorded instants of a scan (hot and archived)."""
@@ -175,3 +160,32 @@ class History:
             _DAILY,
         )
         return Page(tables.slice(0, limit), tables.num_rows > limit)
+
+
+def scan_at_from_rows(source: Reader, scan: str, session: dt.date, at_ns: int) -> Snapshot | None:
+    """The scan at ``at_ns`` from plain event rows: the nearest keyframe at or before it plus
+    the deltas after it. Raises SequenceGapError when a delta is missing."""
+    key = source.read(
+        "SELECT seq, asof_ns, payload FROM scan_events WHERE session = %s AND scan = %s "
+        "AND keyframe AND asof_ns <= %s ORDER BY seq DESC LIMIT 1",
+        [session, scan, at_ns],
+        _EVENT,
+    )
+    if key.num_rows == 0:
+        return None
+    seq, asof = int(key.column("seq")[0].as_py()), int(key.column("asof_ns")[0].as_py())
+    snapshot = decode_keyframe(scan, seq, asof, key.column("payload")[0].as_py())
+    deltas = source.read(
+        "SELECT seq, asof_ns, payload FROM scan_events WHERE session = %s AND scan = %s "
+        "AND NOT keyframe AND seq > %s AND asof_ns <= %s ORDER BY seq",
+        [session, scan, seq, at_ns],
+        _EVENT,
+    )
+    for d_seq, d_asof, payload in zip(
+        deltas.column("seq").to_pylist(),
+        deltas.column("asof_ns").to_pylist(),
+        deltas.column("payload").to_pylist(),
+        strict=True,
+    ):
+        snapshot = apply(snapshot, decode_delta(scan, d_seq, d_asof, payload))
+    return Snapshot(scan, snapshot.seq, snapshot.asof_ns, snapshot.columns, snapshot.rows)
