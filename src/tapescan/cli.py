@@ -484,7 +484,12 @@ def bench_storage_command(
         ),
     ] = None,
     sessions: Annotated[
-        int, typer.Option(min=2, max=100, help="Sessions written for the boundedness check.")
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="Sessions written for the boundedness check (1: one session, no check).",
+        ),
     ] = 12,
     as_json: JsonOption = False,
 ) -> None:

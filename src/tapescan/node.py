@@ -361,6 +361,8 @@ class Node:
             except Exception:  # the store may be down: try again after the next session
                 log.exception("retention failed")
                 continue
+            finally:
+                release_free_memory()  # archiving a session holds it in memory for a while
             for table in report.tables:
                 if table.dropped:
                     log.info(

@@ -80,3 +80,26 @@ def test_storage_bench_reports_hot_and_archived_bytes_and_a_bounded_hot_size(
     assert archived["total"] > 0
     assert (tmp_path / "store.duckdb").exists()
     assert any("session 3/3" in m for m in messages)
+
+
+def test_one_session_measures_hot_and_archived_bytes_without_the_boundedness_check(
+    tmp_path: Path,
+) -> None:
+    messages: list[str] = []
+    report = bench_storage(
+        20,
+        4,
+        dt.date(2026, 11, 24),
+        market_calendar(),
+        postgres_url(),
+        1,
+        messages.append,
+        start=dt.time(9, 30),
+        end=dt.time(9, 35),
+        show_bar=False,
+        workdir=tmp_path,
+    )
+    assert report["bounded"] is None
+    assert report["target"]["hot_within_10_percent_after_middle_vs_last"] is None
+    assert report["archive_one_session"]["total_bytes"] > 0
+    assert not any(m.startswith("session ") for m in messages)  # nothing re-labelled

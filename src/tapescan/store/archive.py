@@ -126,15 +126,12 @@ class Archive:
             values = pq.read_table(path.parent / metadata[VALUES_KEY].decode())
             types = json.loads(metadata[TYPES_KEY])
             events = conform(spec, stored)
-            payloads = dict(event_codec.decode(events, values, types))
-            keys = zip(
-                events.column("scan").to_pylist(),
-                events.column("seq").to_pylist(),
-                events.column("keyframe").to_pylist(),
-                strict=True,
-            )
-            rebuilt = pa.array([payloads[key] for key in keys], pa.binary())
-            return events.set_column(events.schema.get_field_index("payload"), "payload", rebuilt)
+            payloads: list[bytes] = [b""] * events.num_rows
+            rebuilt = event_codec.decode(events, values, types)
+            for row, (_, payload) in zip(event_codec.time_order(events), rebuilt, strict=True):
+                payloads[row] = payload
+            column = events.schema.get_field_index("payload")
+            return events.set_column(column, "payload", pa.array(payloads, pa.binary()))
         return conform(spec, stored)
 
     def table_bytes(self) -> dict[str, int]:

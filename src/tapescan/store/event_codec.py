@@ -88,7 +88,7 @@ def _type_of(value: WireValue) -> str:
     return "text"
 
 
-def _time_order(events: pa.Table) -> npt.NDArray[np.int64]:
+def time_order(events: pa.Table) -> npt.NDArray[np.int64]:
     """Row indices in the order the events happened: time, scan, seq, delta before keyframe."""
     order = pc.sort_indices(
         events,
@@ -170,6 +170,10 @@ class _Changes:
             self.number.append(_scaled(column, kind, value))
             self.flag.append(0)
 
+    def clear(self) -> None:
+        for name in ("symbol", "column", "tick", "number", "flag"):
+            setattr(self, name, array(getattr(self, name).typecode))
+
     def table(self) -> pa.Table:
         """The changes in (symbol, column, tick) order, numbers as differences."""
         symbol = np.frombuffer(self.symbol, dtype=np.int32)
@@ -238,16 +242,19 @@ def encode(events: pa.Table) -> CompactEvents:
 
 
 def _encode_events(events: pa.Table) -> CompactEvents:
-    order = _time_order(events)
+    # Events in the order they happened; payloads are read a batch at a time (a simulated
+    # day's are ~465 MB), never all at once as Python objects.
+    original = events
+    order = time_order(original)
+    events = original.drop_columns(["payload"]).take(pa.array(order))  # payloads: by batch
     scans = events.column("scan").to_pylist()
     seqs = events.column("seq").to_pylist()
     asofs = events.column("asof_ns").to_pylist()
     keyframes = events.column("keyframe").to_pylist()
-    payloads = events.column("payload").to_pylist()
-    keyframe_columns = _keyframe_columns(scans, seqs, keyframes, payloads)
+    keyframe_columns = _keyframe_columns(original)
 
     ticks = {t: i for i, t in enumerate(sorted(set(asofs)))}
-    compact: list[bytes] = [b""] * events.num_rows
+    compact: list[bytes] = [b""] * events.num_rows  # in the original row order
     columns_of: dict[str, tuple[str, ...]] = {}
     order_of: dict[str, tuple[str, ...]] = {}
     types: dict[str, str] = {}
@@ -262,6 +269,12 @@ def _encode_events(events: pa.Table) -> CompactEvents:
             if not isinstance(symbol, str):
                 raise NotCompactError("a row that does not start with its symbol")
             for column, value in zip(columns[1:], row[1:], strict=True):
+                key = (symbol, column)
+                seen = last.get(key)
+                if seen is not None and seen[1] == value:
+                    continue  # (1 == 1.0 == True: a change of type alone fails the check)
+                if seen is not None and seen[0] == tick:
+                    raise NotCompactError(f"two values of {symbol} {column} in one cycle")
                 kind = types.get(column)
                 if value is not None:
                     kind = _type_of(value)
@@ -269,18 +282,13 @@ def _encode_events(events: pa.Table) -> CompactEvents:
                         raise NotCompactError(
                             f"column {column} holds both {types[column]} and {kind}"
                         )
-                key = (symbol, column)
-                seen = last.get(key)
-                if seen is not None and seen[1] == value:
-                    continue
-                if seen is not None and seen[0] == tick:
-                    raise NotCompactError(f"two values of {symbol} {column} in one cycle")
                 last[key] = (tick, value)
                 changes.add(symbol, column, tick, kind or "float", value)
 
-    for i in order.tolist():
+    recorded_payloads = _payloads(original, order)
+    for i, (row, recorded) in enumerate(zip(order.tolist(), recorded_payloads, strict=True)):
         scan, seq, tick = scans[i], seqs[i], ticks[asofs[i]]
-        payload = _decode(payloads[i])
+        payload = _decode(recorded)
         if keyframes[i]:
             columns, rows = payload
             columns = tuple(columns)
@@ -289,7 +297,7 @@ def _encode_events(events: pa.Table) -> CompactEvents:
             symbols = tuple(str(row[0]) for row in rows)
             observe(tick, columns, rows)
             columns_of[scan], order_of[scan] = columns, symbols
-            compact[i] = _encode([list(columns), list(symbols)])
+            compact[row] = _encode([list(columns), list(symbols)])
             continue
         upsert, remove, new_order = payload
         if scan not in order_of:
@@ -304,32 +312,60 @@ def _encode_events(events: pa.Table) -> CompactEvents:
         if new_order is None:
             if remove:
                 raise NotCompactError(f"{scan} #{seq}: symbols removed without a new order")
-            compact[i] = _encode([])
+            compact[row] = _encode([])
         else:
-            compact[i] = _encode(_placement(order_of[scan], new_order, remove))
+            compact[row] = _encode(_placement(order_of[scan], new_order, remove))
             order_of[scan] = tuple(new_order)
 
     result = CompactEvents(
-        events.set_column(
-            events.schema.get_field_index("payload"), "payload", pa.array(compact, pa.binary())
+        original.set_column(
+            original.schema.get_field_index("payload"), "payload", pa.array(compact, pa.binary())
         ),
         changes.table(),
         dict(sorted(types.items())),
     )
-    _check(result, scans, seqs, keyframes, payloads)
+    last.clear()
+    changes.clear()
+    _check(result, original, order)
     return result
 
 
-def _keyframe_columns(
-    scans: list[str], seqs: list[int], keyframes: list[bool], payloads: list[bytes]
-) -> dict[tuple[str, int], tuple[str, ...]]:
+def _payloads(
+    events: pa.Table, order: npt.NDArray[np.int64] | None = None, batch: int = 20_000
+) -> Iterator[bytes]:
+    """The payloads as bytes, in ``order`` (default: row order), a batch at a time, taken from
+    each chunk in place (a simulated day's payloads are ~465 MB: never copied whole)."""
+    column = events.column("payload")
+    chunks = column.chunks
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    for first in range(0, events.num_rows, batch):
+        if order is None:
+            yield from column.slice(first, batch).to_pylist()
+            continue
+        wanted = order[first : first + batch]
+        which = np.searchsorted(starts, wanted, side="right") - 1
+        found: list[bytes] = [b""] * len(wanted)
+        for chunk in np.unique(which).tolist():
+            at = np.flatnonzero(which == chunk)
+            taken = chunks[chunk].take(pa.array(wanted[at] - starts[chunk])).to_pylist()
+            for position, payload in zip(at.tolist(), taken, strict=True):
+                found[position] = payload
+        yield from found
+
+
+def _keyframe_columns(events: pa.Table) -> dict[tuple[str, int], tuple[str, ...]]:
     """The columns of each keyframe, so a delta recorded with new columns (the scan was edited
     in that cycle) is read with them."""
-    found = {}
-    for scan, seq, keyframe, payload in zip(scans, seqs, keyframes, payloads, strict=True):
-        if keyframe:
-            found[(scan, seq)] = tuple(_decode(payload)[0])
-    return found
+    keyframes = events.filter(events.column("keyframe"))
+    return {
+        (scan, seq): tuple(_decode(payload)[0])
+        for scan, seq, payload in zip(
+            keyframes.column("scan").to_pylist(),
+            keyframes.column("seq").to_pylist(),
+            keyframes.column("payload").to_pylist(),
+            strict=True,
+        )
+    }
 
 
 def _scaled(column: str, kind: str, value: WireValue) -> int:
@@ -349,24 +385,22 @@ def _scaled(column: str, kind: str, value: WireValue) -> int:
     return int(value)
 
 
-def _check(
-    compact: CompactEvents,
-    scans: list[str],
-    seqs: list[int],
-    keyframes: list[bool],
-    payloads: list[bytes],
-) -> None:
-    """Raise NotCompactError unless decoding ``compact`` gives back every recorded payload."""
-    index = {key: i for i, key in enumerate(zip(scans, seqs, keyframes, strict=True))}
-    if len(index) != len(scans):
-        raise NotCompactError("the events do not have unique keys")
-    for key, payload in decode(compact.events, compact.values, compact.types):
-        if payloads[index[key]] != payload:
+def _check(compact: CompactEvents, recorded: pa.Table, order: npt.NDArray[np.int64]) -> None:
+    """Raise NotCompactError unless decoding ``compact`` gives back every payload of
+    ``recorded``, whose rows happened in ``order`` (the order ``decode`` answers in)."""
+    keys = zip(
+        recorded.column("scan").take(order).to_pylist(),
+        recorded.column("seq").take(order).to_pylist(),
+        recorded.column("keyframe").take(order).to_pylist(),
+        strict=True,
+    )
+    rebuilt = decode(compact.events, compact.values, compact.types)
+    payloads = _payloads(recorded, order)
+    for key, payload, (decoded_key, decoded) in zip(keys, payloads, rebuilt, strict=True):
+        if key != decoded_key or payload != decoded:
             scan, seq, keyframe = key
             what = "keyframe" if keyframe else "delta"
-            raise NotCompactError(
-                f"{scan} #{seq}: the rebuilt {what} differs from the recorded one"
-            )
+            raise NotCompactError(f"{scan} #{seq}: the rebuilt {what} differs from the recorded")
 
 
 # ---------------------------------------------------------------------- decoding
@@ -413,12 +447,16 @@ def _absolute(values: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.b
 def decode(
     events: pa.Table, values: pa.Table, types: dict[str, str], chunk: int = 200_000
 ) -> Iterator[tuple[tuple[str, int, bool], bytes]]:
-    """Every event's original payload, keyed (scan, seq, keyframe), in the order they happened."""
+    """Every event's original payload, keyed (scan, seq, keyframe), in the order they happened
+    (the rows of ``events`` in ``time_order``)."""
     values = values.unify_dictionaries().combine_chunks()
     numbers, present = _absolute(values)
-    tick_column = np.asarray(values.column("tick").to_numpy(), dtype=np.int64)
-    by_tick = np.argsort(tick_column, kind="stable")
+    tick_column = np.asarray(values.column("tick").to_numpy(), dtype=np.int32)
+    by_tick = np.argsort(tick_column, kind="stable").astype(np.int32)
     ticks_sorted = tick_column[by_tick]
+    # ends[t]: how many changes have a tick <= t (one vectorized search, not one per tick)
+    final_tick = int(ticks_sorted[-1]) if len(ticks_sorted) else -1
+    ends = np.searchsorted(ticks_sorted, np.arange(final_tick + 1, dtype=np.int32), side="right")
     del tick_column
     symbols, columns, texts = (values.column(c) for c in ("symbol", "column", "text"))
 
@@ -428,7 +466,7 @@ def decode(
 
     def advance(to_tick: int) -> None:
         nonlocal applied
-        end = int(np.searchsorted(ticks_sorted, to_tick, side="right"))
+        end = int(ends[min(to_tick, final_tick)]) if final_tick >= 0 else 0
         while applied < end:
             take = by_tick[applied : min(end, applied + chunk)]
             indices = pa.array(take)
@@ -447,14 +485,13 @@ def decode(
                 changed_at[symbol] = tick
             applied += len(take)
 
-    order = _time_order(events)
-    scans = events.column("scan").to_pylist()
-    seqs = events.column("seq").to_pylist()
-    asofs = events.column("asof_ns").to_pylist()
-    keyframes = events.column("keyframe").to_pylist()
-    payloads = events.column("payload").to_pylist()
+    order = time_order(events)
+    keyframe_columns = _keyframe_columns(events)
+    scans = events.column("scan").take(order).to_pylist()
+    seqs = events.column("seq").take(order).to_pylist()
+    asofs = events.column("asof_ns").take(order).to_pylist()
+    keyframes = events.column("keyframe").take(order).to_pylist()
     tick_of = {t: i for i, t in enumerate(sorted(set(asofs)))}
-    keyframe_columns = _keyframe_columns(scans, seqs, keyframes, payloads)
     columns_of: dict[str, tuple[str, ...]] = {}
     order_of: dict[str, tuple[str, ...]] = {}
     rows_of: dict[str, dict[str, Row]] = {}
@@ -464,12 +501,12 @@ def decode(
         return (symbol, *(current.get((symbol, c)) for c in cols[1:]))
 
     last_tick = -1
-    for i in order.tolist():
+    for i, payload in enumerate(_payloads(events, order)):
         scan, seq, tick = scans[i], seqs[i], tick_of[asofs[i]]
         if tick != last_tick:
             advance(tick)
             last_tick = tick
-        membership = _decode(payloads[i])
+        membership = _decode(payload)
         if keyframes[i]:
             cols, members = tuple(membership[0]), tuple(membership[1])
             rows = {s: row(s, cols) for s in members}
