@@ -298,3 +298,27 @@ async def test_stamped_cycles_record_when_readers_and_everyone_were_written() ->
     (timing,) = hub.cycle_timings
     assert timing.sent_ns == sent_ns
     assert 0 <= timing.readers_ns <= timing.all_ns < 10**9
+
+
+async def test_clients_following_the_same_scans_share_one_joined_write_per_wire_format() -> None:
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(buffer_bytes=10_000))
+    transports = []
+    for wire in (WireFormat.JSON, WireFormat.JSON, WireFormat.MSGPACK):
+        client = hub.connect(wire)
+        transport = FakeTransport()
+        client.transport = transport
+        hub.subscribe(client, ["s"])
+        transports.append(transport)
+    lagging = hub.connect(WireFormat.JSON)
+    lagging.transport = FakeTransport()
+    hub.subscribe(lagging, ["s"])
+    lagging.lagging_since = time.monotonic()
+    for transport in transports:
+        transport.writes.clear()
+    hub.publish([scans.delta()])
+    first, second, packed = (t.writes for t in transports)
+    assert first[0] is second[0]  # joined once, written to both
+    assert packed[0] != first[0]
+    assert frames_in(first[0])[0]["seq"] == 1
+    assert lagging.stats.dropped_frames == 1

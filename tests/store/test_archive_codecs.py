@@ -23,7 +23,7 @@ from tapescan.market.calendar import et_to_ns, market_calendar
 from tapescan.ops import storage_bench
 from tapescan.scan.delta import apply
 from tapescan.store import bar_codec, event_codec
-from tapescan.store.archive import Archive
+from tapescan.store.archive import Archive, ArchiveError
 from tapescan.store.event_codec import NotCompactError
 from tapescan.store.history import History, scan_at_from_rows
 from tapescan.store.records import decode_delta, decode_keyframe
@@ -258,3 +258,25 @@ def test_a_placement_turns_one_order_into_the_other(before: list[int], after: li
     assert event_codec._apply_placement(old, edit) == tuple(new)
     kept = [s for s in new if s in old and s not in edit[2]]
     assert kept == [s for s in old if s in kept]  # the rest keep their relative order
+
+
+def test_a_missing_values_file_is_an_archive_error_and_a_codec_bug_falls_back_to_plain(
+    recorded: dict[str, pa.Table], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = Archive(tmp_path)
+    events = _events(recorded)
+    path = archive.write("scan_events", DAY, events)
+    (values,) = path.parent.glob("*.values.parquet")
+    values.unlink()
+    with pytest.raises(ArchiveError, match=r"values\.parquet"):
+        archive.read_session("scan_events", DAY)
+
+    def broken(_: pa.Table) -> None:
+        raise RuntimeError("a bug in the codec")
+
+    monkeypatch.setattr(event_codec, "encode", broken)
+    monkeypatch.setattr(bar_codec, "encode", broken)
+    archive.write("scan_events", DAY, events)
+    archive.write("minute_bars", DAY, recorded["minute_bars"])
+    assert archive.layout("scan_events", DAY) == archive.layout("minute_bars", DAY) == "plain"
+    assert archive.read_session("scan_events", DAY).equals(events)

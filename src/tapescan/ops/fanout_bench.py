@@ -342,8 +342,11 @@ async def _idle_rounds(
             {"latency": latencies.summary(), **stats, "rss_growth_mb": round(rss_growth, 1)}
         )
         progress(f"round {round_}/{rounds}: the readers alone again")
+        rss_before = server.rss_mb()
         latencies, stats = await _measure(server, readers, seconds)
         alone.append(latencies)
+        # The RSS a window without idle clients moves by: the noise the idle windows' is read in.
+        stats["rss_growth_mb"] = round(server.rss_mb() - rss_before, 1)
         alone_windows.append({"latency": latencies.summary(), **stats})
     pooled_idle, pooled_alone = _pooled(with_idle), _pooled(alone)
     return {
@@ -352,6 +355,7 @@ async def _idle_rounds(
             "rounds": rounds,
             "latency": _pooled_summary(with_idle),
             "rss_growth_mb": max(w["rss_growth_mb"] for w in idle_windows),
+            "rss_growth_mb_median": statistics.median(w["rss_growth_mb"] for w in idle_windows),
             "p99_change_percent": _change_percent(pooled_idle, pooled_alone),
             "windows": idle_windows,
         },

@@ -97,13 +97,18 @@ class ClientSession:
         self._queue.append(frame)
         self._ready.set()
 
-    def offer_many(self, frames: list[Frame]) -> None:
-        """Several frames of one cycle: one write (one system call) for a direct client."""
-        if self.transport is None or self.lagging_since is not None or len(frames) == 1:
+    def offer_many(self, frames: list[Frame], data: bytes | None = None) -> None:
+        """Several frames of one cycle: one write (one system call) for a direct client.
+
+        ``data``: the frames already joined in this client's wire format (shared by every
+        client that follows the same scans, so it is joined once a cycle)."""
+        if self.transport is None or self.lagging_since is not None:
             for frame in frames:
                 self.offer(frame)
             return
-        self._write(self.transport, *frames)
+        if data is None:
+            data = b"".join(frame.framed(self.wire) for frame in frames)
+        self._write_data(self.transport, data, len(frames))
 
     @property
     def backlogged(self) -> bool:
@@ -120,22 +125,24 @@ class ClientSession:
         return self.kernel_queue is not None and self.kernel_queue() > 0
 
     def _write(self, transport: Transport, *frames: Frame) -> None:
+        self._write_data(transport, b"".join(f.framed(self.wire) for f in frames), len(frames))
+
+    def _write_data(self, transport: Transport, data: bytes, frames: int) -> None:
         if self.closed or transport.is_closing():
             return
         if transport.get_write_buffer_size() > self._limits.buffer_bytes:
-            self.stats.dropped_frames += len(frames)
+            self.stats.dropped_frames += frames
             self.lagging_since = time.monotonic()
             return
-        wire = self.wire
         try:
-            transport.write(b"".join(frame.framed(wire) for frame in frames))
+            transport.write(data)
         except (RuntimeError, OSError):
             # The connection is being torn down under us (e.g. the WebSocket library half-closed
             # it after a missed ping: write() after write_eof() raises). Stop writing to it; the
             # connection's handler disconnects it from the hub.
             self.closed = True
             return
-        self.stats.sent_frames += len(frames)
+        self.stats.sent_frames += frames
 
     def catch_up(self) -> bool:
         """For a direct client that lagged: once its buffer has drained, send fresh snapshots."""
@@ -253,36 +260,45 @@ class Hub:
         if not changed:
             return
         encoded: list[Frame | None] = [None] * len(changed)
+        # Clients that follow the same scans get the same frames, joined once per wire format.
+        batches: dict[tuple[frozenset[str], WireFormat], tuple[list[Frame], bytes]] = {}
 
-        def frames_for(client: ClientSession) -> list[Frame]:
-            frames = []
-            for i, delta in enumerate(changed):
-                if delta.scan in client.scans:
-                    frame = encoded[i]
-                    if frame is None:
-                        frame = encoded[i] = delta_frame(delta, sent_ns)
-                    frames.append(frame)
-            return frames
+        def batch_for(client: ClientSession) -> tuple[list[Frame], bytes]:
+            key = (frozenset(client.scans), client.wire)
+            found = batches.get(key)
+            if found is None:
+                frames = []
+                for i, delta in enumerate(changed):
+                    if delta.scan in client.scans:
+                        frame = encoded[i]
+                        if frame is None:
+                            frame = encoded[i] = delta_frame(delta, sent_ns)
+                        frames.append(frame)
+                found = batches[key] = (frames, b"".join(f.framed(client.wire) for f in frames))
+            return found
 
         backlogged: list[ClientSession] = []
+        lagging: list[ClientSession] = []
         for client in self.clients:
             if not client.scans:
                 continue
             if client.lagging_since is not None:
-                client.stats.dropped_frames += sum(d.scan in client.scans for d in changed)
+                lagging.append(client)  # counted after the writes
             elif client.backlogged:
                 backlogged.append(client)
             else:
-                frames = frames_for(client)
+                frames, data = batch_for(client)
                 if frames:
-                    client.offer_many(frames)
+                    client.offer_many(frames, data)
         readers_done_ns = time.time_ns()
         # A write to a client whose socket is full only appends to its buffer, but it must not
         # stand in front of the clients that are reading.
         for client in backlogged:
-            frames = frames_for(client)
+            frames, data = batch_for(client)
             if frames:
-                client.offer_many(frames)
+                client.offer_many(frames, data)
+        for client in lagging:
+            client.stats.dropped_frames += sum(d.scan in client.scans for d in changed)
         if sent_ns is not None:
             self.cycle_timings.append(
                 CycleTiming(sent_ns, readers_done_ns - sent_ns, time.time_ns() - sent_ns)

@@ -123,7 +123,13 @@ class Archive:
         if layout == bar_codec.LAYOUT:
             return bar_codec.decode(stored.replace_schema_metadata(None))
         if layout == event_codec.LAYOUT:
-            values = pq.read_table(path.parent / metadata[VALUES_KEY].decode())
+            values_path = path.parent / metadata[VALUES_KEY].decode()
+            try:
+                values = pq.read_table(values_path)
+            except (OSError, pa.ArrowException) as error:
+                raise ArchiveError(
+                    f"{path} needs {values_path}, which cannot be read: {error}"
+                ) from error
             types = json.loads(metadata[TYPES_KEY])
             events = conform(spec, stored)
             payloads: list[bytes] = [b""] * events.num_rows
@@ -190,6 +196,10 @@ class Archive:
             log.info("archive: %s in the plain layout: %s", final, why)
             self._write_file(final, rows, {}, ROW_GROUP_ROWS, DELTA_COLUMNS["minute_bars"])
             return
+        except Exception:  # a codec bug must not keep a session from its archive
+            log.exception("archive: %s in the plain layout: the codec failed", final)
+            self._write_file(final, rows, {}, ROW_GROUP_ROWS, DELTA_COLUMNS["minute_bars"])
+            return
         self._write_file(
             final,
             compact,
@@ -203,8 +213,11 @@ class Archive:
         a crash in between leaves the previous pair or an unreferenced values file."""
         try:
             compact = event_codec.encode(rows)
-        except NotCompactError as why:
-            log.info("archive: %s in the plain layout: %s", final, why)
+        except Exception as why:  # a codec bug, too, must not keep a session from its archive
+            if isinstance(why, NotCompactError):
+                log.info("archive: %s in the plain layout: %s", final, why)
+            else:
+                log.exception("archive: %s in the plain layout: the codec failed", final)
             self._write_file(final, rows, {}, ROW_GROUP_ROWS, DELTA_COLUMNS["scan_events"])
         else:
             values = final.parent / f"{session.isoformat()}.{uuid.uuid4().hex[:12]}.values.parquet"

@@ -25,7 +25,6 @@ not equal) it raises ``NotCompactError`` and the session is archived in the plai
 from __future__ import annotations
 
 import bisect
-import json
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,9 +69,6 @@ class CompactEvents:
     events: pa.Table  # SCAN_EVENTS schema, membership payloads
     values: pa.Table  # VALUES_SCHEMA, in (symbol, column, tick) order
     types: dict[str, str]  # column -> "float" | "int" | "bool" | "text"
-
-    def metadata(self) -> dict[str, str]:
-        return {"layout": LAYOUT, "types": json.dumps(self.types, sort_keys=True)}
 
 
 # ---------------------------------------------------------------------- encoding
@@ -197,7 +193,7 @@ class _Changes:
         n = len(order)
         starts = np.ones(n, dtype=np.bool_)
         starts[1:] = (symbol[1:] != symbol[:-1]) | (column[1:] != column[:-1])
-        group = np.cumsum(starts)
+        group = np.cumsum(starts, dtype=np.int32)
         # A number is stored as the difference from the key's previous number (nulls and
         # texts in between carry none); the first number of a key as itself.
         is_number = flag == 0
