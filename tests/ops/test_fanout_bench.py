@@ -11,6 +11,7 @@ from tapescan.ops.fanout_bench import (
     _change_percent,
     _pooled_summary,
     gc_during,
+    server_writes,
 )
 from tests.api.server import start_server
 
@@ -92,4 +93,30 @@ def test_gc_during_a_window_counts_only_its_own_collections() -> None:
         "collections": [60, 6, 0],
         "pause_ms": 15.5,
         "long_pauses": [{"at_s": 12.5, "generation": 1, "ms": 2.5}],
+    }
+
+
+def test_server_writes_set_the_servers_part_beside_each_slow_cycle() -> None:
+    began = 1_000_000_000_000
+    latencies = Latencies(began_ns=began)
+    for cycle, delivered in enumerate([1.5, 4.0, 2.0]):
+        sent = began + (cycle + 1) * 1_000_000_000
+        for _ in range(3):
+            latencies.values_ms.append(delivered)
+            latencies.sizes.append(100)
+            latencies.sent_ns.append(sent)
+    cycles = [
+        {"sent_ns": began - 1_000_000_000, "readers_ms": 9.0, "all_ms": 9.0},  # before the window
+        {"sent_ns": began + 1_000_000_000, "readers_ms": 1.0, "all_ms": 1.2},
+        {"sent_ns": began + 2_000_000_000, "readers_ms": 1.1, "all_ms": 3.0},
+        {"sent_ns": began + 3_000_000_000, "readers_ms": 1.4, "all_ms": 1.5},
+    ]
+    writes = server_writes(cycles, latencies)
+    assert writes["cycles"] == 3
+    assert writes["readers_written_ms"] == {"p50": 1.1, "max": 1.4}
+    assert writes["all_written_ms"]["max"] == 3.0
+    assert writes["slowest_cycles"][0] == {
+        "at_s": 2.0,
+        "delivered_ms": 4.0,
+        "readers_written_ms": 1.1,
     }

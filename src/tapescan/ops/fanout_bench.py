@@ -237,7 +237,8 @@ async def _measure(
 def server_writes(cycles: list[dict[str, Any]], latencies: Latencies) -> dict[str, Any]:
     """How long the server took to write each cycle of the window (from its sent_ns): to the
     clients that keep up, and to all; and for the window's slowest cycles, the server's part."""
-    inside = {c["sent_ns"]: c for c in cycles if c["sent_ns"] in set(latencies.sent_ns)}
+    sampled = set(latencies.sent_ns)
+    inside = {c["sent_ns"]: c for c in cycles if c["sent_ns"] in sampled}
     if not inside:
         return {"cycles": 0}
     readers = [c["readers_ms"] for c in inside.values()]
@@ -255,8 +256,8 @@ def server_writes(cycles: list[dict[str, Any]], latencies: Latencies) -> dict[st
         )
     return {
         "cycles": len(inside),
-        "readers_written_ms": {"p50": percentile(readers, 50), "max": max(readers)},
-        "all_written_ms": {"p50": percentile(everyone, 50), "max": max(everyone)},
+        "readers_written_ms": {"p50": round(percentile(readers, 50), 3), "max": max(readers)},
+        "all_written_ms": {"p50": round(percentile(everyone, 50), 3), "max": max(everyone)},
         "slowest_cycles": slowest,
     }
 

@@ -59,14 +59,6 @@ class History:
         self.archive = archive
         self.sources: tuple[Reader, ...] = (store,) if archive is None else (store, archive)
 
-    def _first(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
-        """Rows from the first source that has any (hot before archived)."""
-        for source in self.sources:
-            table = source.read(sql, params, schema)
-            if table.num_rows:
-                return table
-        return schema.empty_table()
-
     def _page(
         self, sql: str, params: Sequence[Any], schema: pa.Schema, order: list[str], limit: int
     ) -> Page:
