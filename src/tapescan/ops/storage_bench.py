@@ -64,6 +64,7 @@ EVENT_BATCH = 20_000  # scan events + entries per store write
 PENDING_WRITES = 4  # batches queued for the writer thread before the simulation waits
 RELABEL_BATCH = 250_000
 RECORDED = ("minute_bars", "scan_events", "scan_entries", "daily_bars", "slot_volume")
+BENCH_DUCKDB_MEMORY = "1GB"
 COMPACT_TABLES = ("minute_bars", "scan_events")  # archived in compact layouts when exact
 
 
@@ -559,7 +560,9 @@ def bench_storage(
     began = time.monotonic()
     schema = f"tapescan_bench_{uuid.uuid4().hex[:12]}"
     with _scratch(workdir) as scratch, _Bar(show_bar) as bar:
-        duck = DuckDbStore(scratch / "store.duckdb")
+        # A measuring store, not the running process's: the day's group-bys and exports need
+        # more than the run's 32 MB buffer pool (duckdb_memory_mb) when held in memory.
+        duck = DuckDbStore(scratch / "store.duckdb", BENCH_DUCKDB_MEMORY)
         pg = PostgresStore(postgres_url, schema)
         try:
             duck.migrate()
