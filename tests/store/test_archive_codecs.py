@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -24,7 +25,7 @@ from tapescan.ops import storage_bench
 from tapescan.scan.delta import apply
 from tapescan.store import bar_codec, event_codec
 from tapescan.store.archive import Archive, ArchiveError
-from tapescan.store.event_codec import NotCompactError
+from tapescan.store.codecs import NotCompactError, group_starts, running_sums
 from tapescan.store.history import History, scan_at_from_rows
 from tapescan.store.records import decode_delta, decode_keyframe
 from tapescan.store.tables import MINUTE_BARS, SCAN_EVENTS
@@ -280,3 +281,12 @@ def test_a_missing_values_file_is_an_archive_error_and_a_codec_bug_falls_back_to
     archive.write("minute_bars", DAY, recorded["minute_bars"])
     assert archive.layout("scan_events", DAY) == archive.layout("minute_bars", DAY) == "plain"
     assert archive.read_session("scan_events", DAY).equals(events)
+
+
+def test_running_sums_start_again_at_each_group() -> None:
+    symbol = np.array([0, 0, 0, 1, 1, 2], dtype=np.int32)
+    column = np.array([0, 0, 1, 1, 1, 1], dtype=np.int16)
+    starts = group_starts(symbol, column)
+    assert starts.tolist() == [True, False, True, True, False, True]
+    steps = np.array([5, 2, 7, 1, -3, 4], dtype=np.int64)
+    assert running_sums(steps, starts).tolist() == [5, 7, 7, 1, -2, 4]

@@ -380,8 +380,9 @@ def _archive_session(
                 message(f"archiving {spec.name} in the plain layout, for comparison")
                 plain.write(spec.name, day, rows)
             del rows
-        tables = {name: archive.table_bytes()[name] for name in layouts}
-        plain_tables = {name: plain.table_bytes()[name] for name in COMPACT_TABLES}
+        archived, plain_archived = archive.table_bytes(), plain.table_bytes()
+        tables = {name: archived[name] for name in layouts}
+        plain_tables = {name: plain_archived[name] for name in COMPACT_TABLES}
     finally:
         archive.close()
         plain.close()
@@ -560,8 +561,8 @@ def bench_storage(
     began = time.monotonic()
     schema = f"tapescan_bench_{uuid.uuid4().hex[:12]}"
     with _scratch(workdir) as scratch, _Bar(show_bar) as bar:
-        # A measuring store, not the running process's: the day's group-bys and exports need
-        # more than the run's 32 MB buffer pool (duckdb_memory_mb) when held in memory.
+        # A measuring store, not the running process's: its duplicate-key group-bys over the
+        # day need more than the run's 32 MB buffer pool (duckdb_memory_mb).
         duck = DuckDbStore(scratch / "store.duckdb", BENCH_DUCKDB_MEMORY)
         pg = PostgresStore(postgres_url, schema)
         try:

@@ -107,8 +107,9 @@ class ClientSession:
                 self.offer(frame)
             return
         if data is None:
-            data = b"".join(frame.framed(self.wire) for frame in frames)
-        self._write_data(self.transport, data, len(frames))
+            self._write(self.transport, *frames)
+        else:
+            self._write_data(self.transport, data, len(frames))
 
     @property
     def backlogged(self) -> bool:

@@ -26,22 +26,25 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tapescan.scan.delta import Snapshot
 from tapescan.store import bar_codec, event_codec
-from tapescan.store.duck import duck_sql
-from tapescan.store.event_codec import NotCompactError
+from tapescan.store.codecs import NotCompactError
+from tapescan.store.duck import duck_sql, sql_string
+from tapescan.store.history import scan_at_from_rows
 from tapescan.store.tables import TABLES, TableSpec, conform
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROW_GROUP_ROWS = 1_048_576  # large row groups: few, well-compressed column chunks per file
 LAYOUT_KEY = b"tapescan.layout"
@@ -62,10 +65,6 @@ _FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 class ArchiveError(Exception):
     """A session could not be archived; the message says which file and why."""
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class Archive:
@@ -190,14 +189,8 @@ class Archive:
         return final
 
     def _write_minute_bars(self, final: Path, rows: pa.Table) -> None:
-        try:
-            compact = bar_codec.encode(rows)
-        except NotCompactError as why:
-            log.info("archive: %s in the plain layout: %s", final, why)
-            self._write_file(final, rows, {}, ROW_GROUP_ROWS, DELTA_COLUMNS["minute_bars"])
-            return
-        except Exception:  # a codec bug must not keep a session from its archive
-            log.exception("archive: %s in the plain layout: the codec failed", final)
+        compact = _compact_or_none(bar_codec.encode, rows, final)
+        if compact is None:
             self._write_file(final, rows, {}, ROW_GROUP_ROWS, DELTA_COLUMNS["minute_bars"])
             return
         self._write_file(
@@ -211,13 +204,8 @@ class Archive:
     def _write_scan_events(self, final: Path, session: dt.date, rows: pa.Table) -> None:
         """The values file first, then the events file that names it, then old values files go:
         a crash in between leaves the previous pair or an unreferenced values file."""
-        try:
-            compact = event_codec.encode(rows)
-        except Exception as why:  # a codec bug, too, must not keep a session from its archive
-            if isinstance(why, NotCompactError):
-                log.info("archive: %s in the plain layout: %s", final, why)
-            else:
-                log.exception("archive: %s in the plain layout: the codec failed", final)
+        compact = _compact_or_none(event_codec.encode, rows, final)
+        if compact is None:
             self._write_file(final, rows, {}, ROW_GROUP_ROWS, DELTA_COLUMNS["scan_events"])
         else:
             values = final.parent / f"{session.isoformat()}.{uuid.uuid4().hex[:12]}.values.parquet"
@@ -283,8 +271,6 @@ class Archive:
             return None
         metadata = pq.read_metadata(path)
         if _layout(metadata) != event_codec.LAYOUT:
-            from tapescan.store.history import scan_at_from_rows  # noqa: PLC0415
-
             return scan_at_from_rows(self, scan, session, at_ns)
         with self._lock:
             return event_codec.scan_at(
@@ -314,7 +300,11 @@ class Archive:
         """
         for spec in TABLES.values():
             paths = [path for _, path in self._files(spec.name)]
-            state = tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in paths) or None
+            stats = [p.stat() for p in paths]
+            state = (
+                tuple((p, s.st_mtime_ns, s.st_size) for p, s in zip(paths, stats, strict=True))
+                or None
+            )
             if spec.name in self._views and self._views[spec.name] == state:
                 continue
             columns = ", ".join(spec.columns)
@@ -326,7 +316,7 @@ class Archive:
                     by_layout.setdefault(_layout(pq.read_metadata(path)), []).append(path)
                 parts = []
                 for layout, files in sorted(by_layout.items()):
-                    source = f"read_parquet([{', '.join(_quote(str(p)) for p in files)}])"
+                    source = f"read_parquet([{', '.join(sql_string(str(p)) for p in files)}])"
                     if layout == bar_codec.LAYOUT:
                         parts.append(bar_codec.sql_select(source))
                     else:
@@ -338,6 +328,18 @@ class Archive:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _compact_or_none(encode: Callable[[pa.Table], T], rows: pa.Table, final: Path) -> T | None:
+    """``encode(rows)``, or None (logged) when the session must stay plain: the codec cannot
+    rebuild it exactly, or the codec failed, which must not keep a session from its archive."""
+    try:
+        return encode(rows)
+    except NotCompactError as why:
+        log.info("archive: %s in the plain layout: %s", final, why)
+    except Exception:
+        log.exception("archive: %s in the plain layout: the codec failed", final)
+    return None
 
 
 def _drop_unreferenced_values(final: Path, session: dt.date) -> None:
@@ -360,7 +362,12 @@ def _values_file(metadata: pq.FileMetaData) -> str | None:
 
 
 def _in_key_order(spec: TableSpec, table: pa.Table) -> pa.Table:
-    return table.sort_by([(column, "ascending") for column in spec.key])
+    """``table`` sorted by the key; as it is when it already is (retention exports sorted rows,
+    and a copy of a session's scan events is ~465 MB)."""
+    order = pc.sort_indices(table, sort_keys=[(column, "ascending") for column in spec.key])
+    if np.array_equal(order.to_numpy(), np.arange(table.num_rows)):
+        return table
+    return table.take(order)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tapescan.store.event_codec import NotCompactError
+from tapescan.store.codecs import NotCompactError, running_sums
 from tapescan.store.tables import MINUTE_BARS, conform
 
 LAYOUT = "minute-bars-ticks-1"
@@ -134,12 +134,7 @@ def decode(compact: pa.Table) -> pa.Table:
     def ints(name: str) -> Ints:
         return np.asarray(compact.column(name).fill_null(0).to_numpy(), dtype=np.int64)
 
-    step = ints("open") + ints("close")
-    running = np.cumsum(step)
-    starts = _group_starts(compact)
-    first = np.flatnonzero(starts)
-    before = np.where(first > 0, running[np.maximum(first - 1, 0)], 0)
-    c = running - before[np.cumsum(starts) - 1] if len(step) else step
+    c = running_sums(ints("open") + ints("close"), _group_starts(compact))
     o = c - ints("close")
     h = np.maximum(o, c) + ints("high")
     lo = np.minimum(o, c) - ints("low")

@@ -18,6 +18,11 @@ from tapescan.store.tables import TABLES, TableSpec
 _PLACEHOLDER = re.compile(r"%s")
 
 
+def sql_string(text: str) -> str:
+    """``text`` as a DuckDB string literal (file paths in ``read_parquet``)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def duck_sql(sql: str) -> str:
     """Shared query text (``%s`` placeholders) in DuckDB's dialect (``?``)."""
     return _PLACEHOLDER.sub("?", sql)

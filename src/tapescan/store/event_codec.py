@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 
 from tapescan.scan.delta import SequenceGapError, Snapshot
 from tapescan.scan.display import WireValue
+from tapescan.store.codecs import NotCompactError, codes, group_starts, running_sums
+from tapescan.store.duck import sql_string
 from tapescan.store.tables import SCAN_EVENTS, conform
 
 LAYOUT = "scan-events-values-1"
@@ -58,10 +60,6 @@ VALUES_SCHEMA = pa.schema(
 )
 
 Row = tuple[WireValue, ...]
-
-
-class NotCompactError(ValueError):
-    """The session cannot be stored in the compact layout exactly; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +189,7 @@ class _Changes:
         number = np.frombuffer(self.number, dtype=np.int64)[order]
         flag = np.frombuffer(self.flag, dtype=np.int8)[order]
         n = len(order)
-        starts = np.ones(n, dtype=np.bool_)
-        starts[1:] = (symbol[1:] != symbol[:-1]) | (column[1:] != column[:-1])
+        starts = group_starts(symbol, column)
         group = np.cumsum(starts, dtype=np.int32)
         # A number is stored as the difference from the key's previous number (nulls and
         # texts in between carry none); the first number of a key as itself.
@@ -414,30 +411,15 @@ def _value(kind: str, number: int | None, text: str | None) -> WireValue:
     return number
 
 
-def _codes(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
-    """Dictionary codes (or any values) as integers that are equal where the values are."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_dictionary(array.type):
-        return np.asarray(array.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    _, inverse = np.unique(np.asarray(array.to_numpy(zero_copy_only=False)), return_inverse=True)
-    return np.asarray(inverse, dtype=np.int64)
-
-
 def _absolute(values: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """Each change's number (running sum within its symbol and column) and whether it is one."""
     number = values.column("number")
     present = np.asarray(pc.is_valid(number).to_numpy(zero_copy_only=False), dtype=np.bool_)
     deltas = np.asarray(number.fill_null(0).to_numpy(), dtype=np.int64)
-    n = values.num_rows
-    if n == 0:
+    if values.num_rows == 0:
         return deltas, present
-    symbol, column = _codes(values.column("symbol")), _codes(values.column("column"))
-    starts = np.ones(n, dtype=np.bool_)
-    starts[1:] = (symbol[1:] != symbol[:-1]) | (column[1:] != column[:-1])
-    running = np.cumsum(deltas)
-    start_index = np.flatnonzero(starts)
-    before = np.where(start_index > 0, running[np.maximum(start_index - 1, 0)], 0)
-    return running - before[np.cumsum(starts) - 1], present
+    starts = group_starts(codes(values.column("symbol")), codes(values.column("column")))
+    return running_sums(deltas, starts), present
 
 
 def decode(
@@ -545,7 +527,7 @@ def scan_at(
 ) -> Snapshot | None:
     """``scan`` as published at ``at_ns``, from one session's compact files: the symbols from
     the last keyframe and the deltas after it, their values summed up to that event's tick."""
-    events = f"read_parquet({_quote(events_path)})"
+    events = f"read_parquet({sql_string(events_path)})"
     key = con.execute(
         f"SELECT seq, asof_ns, payload FROM {events} WHERE scan = ? AND keyframe "
         "AND asof_ns <= ? ORDER BY seq DESC LIMIT 1",
@@ -578,7 +560,7 @@ def scan_at(
         column_marks = ", ".join("?" for _ in shown)
         for symbol, column, number, is_null, text in con.execute(
             'SELECT symbol, "column", sum(number), arg_max(number IS NULL AND text IS NULL, tick), '
-            f"arg_max(text, tick) FROM read_parquet({_quote(values_path)}) "
+            f"arg_max(text, tick) FROM read_parquet({sql_string(values_path)}) "
             f'WHERE symbol IN ({marks}) AND "column" IN ({column_marks}) AND tick <= ? '
             'GROUP BY symbol, "column"',
             [*symbols, *shown, tick],
@@ -587,7 +569,3 @@ def scan_at(
             value[(symbol, column)] = None if is_null else _value(kind, number, text)
     rows = tuple((s, *(value.get((s, c)) for c in shown)) for s in symbols)
     return Snapshot(scan, seq, asof_ns, tuple(columns), rows)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
