@@ -114,6 +114,22 @@ class Settings(BaseSettings):
         description="Per-client send buffer before the client counts as lagging "
         "(worst case: clients x this; 1,000 x 256 KiB = 256 MiB).",
     )
+    ws_behind_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=600,
+        description="A client whose peer has not acknowledged bytes written this long ago "
+        "counts as lagging: its deltas are dropped until it has read everything, then it gets "
+        "fresh snapshots.",
+    )
+    ws_ping_budget: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="WebSocket pings a cycle at most (a client's write ends with a ping; its pong "
+        "shows the client has read what came before). With more clients, each is pinged every "
+        "ceil(clients / this) cycles; each pong costs the server ~30 us.",
+    )
     ws_stamp_frames: bool = Field(
         default=False,
         description="Add sent_ns (wall clock at cycle end) to deltas, for benchmarks.",

@@ -141,7 +141,11 @@ class Node:
         self.hub = Hub(
             self._snapshot_of,
             FanoutLimits(
-                settings.ws_queue_frames, settings.ws_lag_timeout_s, settings.ws_buffer_bytes
+                queue_frames=settings.ws_queue_frames,
+                lag_timeout_s=settings.ws_lag_timeout_s,
+                buffer_bytes=settings.ws_buffer_bytes,
+                behind_s=settings.ws_behind_s,
+                ping_budget=settings.ws_ping_budget,
             ),
         )
         self.stats = ScanStats()
@@ -381,6 +385,7 @@ class Node:
             for client in self.hub.lagging_too_long():
                 log.info("disconnecting WebSocket client %d: behind for too long", client.id)
                 self.hub.disconnect(client)
+                self.hub.disconnected_lagging += 1
                 client.close()
 
     async def run(self, stop: asyncio.Event) -> None:

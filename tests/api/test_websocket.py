@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tapescan.ops.raw_ws_client import open_readers
+from tapescan.ops.raw_ws_client import client_frame, open_readers
 from tests.api.server import Server, start_server
 
 
@@ -191,3 +192,85 @@ async def test_the_benchmarks_raw_reader_speaks_the_protocol(server: Server) -> 
     snapshots = [m for m in received if m["type"] == "snapshot"]
     assert len(snapshots) == 3
     assert {m["scan"] for m in snapshots} == {"top_gainers"}
+
+
+def _server_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
+    """Complete unmasked server frames at the front of ``buffer`` (consumed as read)."""
+    while len(buffer) >= 2:
+        length, offset = buffer[1] & 0x7F, 2
+        if length == 126:
+            length, offset = int.from_bytes(buffer[2:4], "big"), 4
+        elif length == 127:
+            length, offset = int.from_bytes(buffer[2:10], "big"), 10
+        if len(buffer) < offset + length:
+            return
+        opcode, payload = buffer[0] & 0x0F, bytes(buffer[offset : offset + length])
+        del buffer[: offset + length]
+        yield opcode, payload
+
+
+def test_a_client_that_stops_reading_lags_then_gets_a_fresh_snapshot_when_it_reads(
+    server: Server,
+) -> None:
+    """A real peer that does not read: its unacknowledged bytes age past ws_behind_s (3 s), the
+    server stops writing to it, and once it has read everything it gets a fresh snapshot and
+    deltas from there; meanwhile a reading client's deltas form an unbroken chain."""
+    scan = "top_gainers"
+    before = server.health(lambda h: True)["fanout"]
+    idle = socket.socket()
+    idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    idle.settimeout(20)
+    idle.connect(("127.0.0.1", server.port))
+    idle.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    received = bytearray()
+    while b"\r\n\r\n" not in received:
+        received += idle.recv(4096)
+    assert received.startswith(b"HTTP/1.1 101")
+    del received[: received.index(b"\r\n\r\n") + 4]
+    idle.sendall(client_frame(json.dumps({"op": "subscribe", "scans": ["*"]}).encode()))
+
+    async def read_along() -> list[int]:
+        """A reading client on the same scan, until the idle one is lagging."""
+        seqs = []
+        async with connect(ws_url(server)) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "scans": [scan]}))
+            seqs.append((await receive(ws, "snapshot", scan))["seq"])
+            while server.health(lambda h: True)["fanout"]["lagging"] == before["lagging"]:
+                delta = await receive(ws, "delta", scan)
+                assert delta["prev_seq"] == seqs[-1]  # no gap for the reader
+                seqs.append(delta["seq"])
+        return seqs
+
+    try:
+        reader_seqs = asyncio.run(read_along())
+        assert len(reader_seqs) >= 3  # the idle client took a few cycles to show
+        lagging = server.health(lambda h: True)["fanout"]
+        assert lagging["dropped_frames"] > before["dropped_frames"]
+        # Now it reads: the deltas written before it lagged, then a fresh snapshot of each
+        # scan and deltas continuing from it.
+        stream: list[dict[str, Any]] = []
+        while not (
+            len(resnapshot := [m for m in stream[1:] if m["type"] == "snapshot"]) >= 1
+            and any(m["type"] == "delta" and m["prev_seq"] == resnapshot[0]["seq"] for m in stream)
+        ):
+            received += idle.recv(1 << 16)
+            for opcode, payload in _server_frames(received):
+                if opcode == 0x9:
+                    idle.sendall(client_frame(payload, opcode=0xA))
+                elif opcode == 0x1:
+                    message = json.loads(payload)
+                    if message.get("scan") == scan:
+                        stream.append(message)
+        first, *rest = stream
+        assert first["type"] == "snapshot"
+        cut = next(i for i, m in enumerate(rest) if m["type"] == "snapshot")
+        chain = [first["seq"]] + [m["seq"] for m in rest[:cut]]
+        assert all(m["prev_seq"] == seq for m, seq in zip(rest[:cut], chain[:-1], strict=True))
+        assert rest[cut]["seq"] > chain[-1]  # newer than what it had: it missed deltas
+        after = server.health(lambda h: h["fanout"]["resnapshots"] > before["resnapshots"])
+        assert after["fanout"]["lagging"] == before["lagging"]
+    finally:
+        idle.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 
 import pytest
 
 import tapescan.publish.hub as hub_module
 from tapescan.publish.frames import Frame, WireFormat, delta_frame
-from tapescan.publish.hub import FanoutLimits, Hub
+from tapescan.publish.hub import ClientSession, FanoutLimits, Hub, Standing
 from tapescan.scan.delta import Delta, Snapshot
 
 
@@ -259,21 +260,12 @@ async def test_a_client_whose_kernel_queue_holds_earlier_bytes_is_written_after_
     """A peer that stopped reading looks healthy while the kernel still takes its bytes; the
     bytes of an earlier cycle still unacknowledged give it away."""
     order: list[str] = []
-
-    class Named(FakeTransport):
-        def __init__(self, name: str) -> None:
-            super().__init__()
-            self.name = name
-
-        def write(self, data: bytes) -> None:
-            order.append(self.name)
-
     scans = Scans()
     hub = Hub(scans.snapshot)
     unacknowledged = {"stalled": 40_000, "reader1": 0, "reader2": 0}
     for name in ("stalled", "reader1", "reader2"):
         client = hub.connect(WireFormat.JSON)
-        client.transport = Named(name)
+        client.transport = Recorded(name, order)
         client.kernel_queue = lambda name=name: unacknowledged[name]
         hub.subscribe(client, ["s"])
     order.clear()
@@ -322,3 +314,223 @@ async def test_clients_following_the_same_scans_share_one_joined_write_per_wire_
     assert packed[0] != first[0]
     assert frames_in(first[0])[0]["seq"] == 1
     assert lagging.stats.dropped_frames == 1
+
+
+class FakeClock:
+    """The hub's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now_s = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def monotonic_ns(self) -> int:
+        return round(self.now_s * 1e9)
+
+    def time_ns(self) -> int:
+        return round(self.now_s * 1e9)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The hub's clock, under the test's control."""
+    fake = FakeClock()
+    monkeypatch.setattr(hub_module, "time", fake)
+    return fake
+
+
+class Peer(FakeTransport):
+    """A connection whose peer acknowledges what the test says: the kernel's send queue holds
+    everything written and not yet acknowledged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acknowledged = 0
+
+    @property
+    def written(self) -> int:
+        return sum(map(len, self.writes))
+
+    def unacknowledged(self) -> int:
+        return self.written - self.acknowledged
+
+    def read_all(self) -> None:
+        self.acknowledged = self.written
+
+
+class Recorded(Peer):
+    """A peer that notes its name in ``order`` at each write."""
+
+    def __init__(self, name: str, order: list[str]) -> None:
+        super().__init__()
+        self.name, self.order = name, order
+
+    def write(self, data: bytes) -> None:
+        self.order.append(self.name)
+        super().write(data)
+
+
+def direct_client(hub: Hub) -> tuple[ClientSession, Peer]:
+    client = hub.connect(WireFormat.JSON)
+    peer = Peer()
+    client.transport = peer
+    client.kernel_queue = peer.unacknowledged
+    return client, peer
+
+
+async def test_a_peer_that_leaves_bytes_unacknowledged_past_behind_s_lags_until_it_reads_all(
+    clock: FakeClock,
+) -> None:
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(behind_s=3.0))
+    client, peer = direct_client(hub)
+    hub.subscribe(client, ["s"])
+    peer.read_all()
+    clock.now_s += 1
+    hub.publish([scans.delta()])  # seq 1: the last bytes the peer will take for a while
+    assert client.standing(clock.monotonic_ns()) is Standing.BACKLOGGED
+    clock.now_s += 1
+    hub.publish([scans.delta()])  # seq 2: written after the readers, behind by 1 s
+    assert client.lagging_since is None
+    clock.now_s += 2.5
+    hub.publish([scans.delta()])  # seq 3: seq 1's bytes are 3.5 s old: lagging, not written
+    assert client.lagging_since == clock.now_s
+    assert [m["seq"] for w in peer.writes for m in frames_in(w)] == [0, 1, 2]
+    assert client.stats.dropped_frames == 1
+    assert not client.catch_up()  # it has not read anything yet
+    peer.acknowledged += 10  # a little is not enough
+    assert not client.catch_up()
+    peer.read_all()
+    assert client.catch_up()  # everything taken: a fresh snapshot, then deltas again
+    hub.publish([scans.delta()])
+    received = [(m["type"], m["seq"]) for w in peer.writes[3:] for m in frames_in(w)]
+    assert received == [("snapshot", 3), ("delta", 4)]
+    assert client.lagging_since is None
+
+
+async def test_a_slow_peer_that_keeps_taking_its_bytes_is_backlogged_but_never_lagging(
+    clock: FakeClock,
+) -> None:
+    """Its queue is never empty at a cycle, but nothing waits longer than behind_s."""
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(behind_s=3.0))
+    client, peer = direct_client(hub)
+    hub.subscribe(client, ["s"])
+    for _ in range(20):
+        clock.now_s += 1
+        hub.publish([scans.delta()])
+        # It takes everything but the last two cycles' bytes.
+        peer.acknowledged = sum(map(len, peer.writes[:-2]))
+        assert client.standing(clock.monotonic_ns()) is Standing.BACKLOGGED
+    assert client.lagging_since is None
+    assert [m["seq"] for w in peer.writes for m in frames_in(w)] == list(range(21))
+
+
+def messages_in(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of a run of unmasked server frames (payloads under 64 KiB)."""
+    out = []
+    while data:
+        length, offset = data[1] & 0x7F, 2
+        if length == 126:
+            length, offset = int.from_bytes(data[2:4], "big"), 4
+        out.append((data[0] & 0x0F, data[offset : offset + length]))
+        data = data[offset + length :]
+    return out
+
+
+async def test_a_pinged_client_that_stops_answering_the_cycle_pings_is_served_last_then_lags(
+    clock: FakeClock,
+) -> None:
+    """Its kernel acknowledges everything (the peer's receive buffer takes it), but the ping at
+    the end of a cycle's write stays unanswered: written after the readers, lagging after
+    behind_s, and fresh snapshots once it has answered again."""
+    order: list[str] = []
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(behind_s=3.0))
+    peers = {}
+    clients = {}
+    for name in ("stalled", "reader1", "reader2"):
+        client = hub.connect(WireFormat.JSON)
+        peers[name] = Recorded(name, order)
+        client.transport, client.kernel_queue = peers[name], lambda: 0  # all acknowledged
+        client.pinged = True
+        hub.subscribe(client, ["s"])
+        clients[name] = client
+
+    def cycle() -> None:
+        order.clear()
+        clock.now_s += 1
+        hub.publish([scans.delta()])
+        for name in ("reader1", "reader2"):  # the readers answer the cycle's ping
+            opcode, payload = messages_in(peers[name].writes[-1])[-1]
+            assert opcode == 0x9
+            clients[name].pong(payload)
+
+    cycle()
+    (delta, ping) = messages_in(peers["stalled"].writes[-1])
+    assert json.loads(delta[1])["seq"] == 1
+    assert ping[0] == 0x9
+    clients["stalled"].pong(ping[1])  # it read cycle 1, then stopped
+    cycle()  # cycle 2: everyone current
+    assert sorted(order) == ["reader1", "reader2", "stalled"]
+    cycle()  # cycle 2's ping unanswered: written last
+    assert sorted(order[:2]) == ["reader1", "reader2"]
+    assert order[2] == "stalled"
+    cycle()
+    cycle()  # cycle 2's ping is 3 s old: not past behind_s yet
+    assert order[2] == "stalled"
+    cycle()  # 4 s: lagging, not written
+    assert sorted(order) == ["reader1", "reader2"]
+    assert clients["stalled"].lagging_since is not None
+    assert not clients["stalled"].catch_up()  # its kernel took everything, but it read nothing
+    clients["stalled"].pong(messages_in(peers["stalled"].writes[-2])[-1][1])  # not the last
+    assert not clients["stalled"].catch_up()
+    clients["stalled"].pong(messages_in(peers["stalled"].writes[-1])[-1][1])  # read it all
+    assert clients["stalled"].catch_up()
+    (snapshot,) = messages_in(peers["stalled"].writes[-1])
+    assert json.loads(snapshot[1])["type"] == "snapshot"
+    cycle()
+    assert sorted(order) == ["reader1", "reader2", "stalled"]  # current again
+
+
+def test_pongs_of_other_pings_are_ignored() -> None:
+    hub = Hub(Scans().snapshot)
+    client = hub.connect(WireFormat.JSON)
+    client.pinged = True
+    client.pong(b"\x01\x02\x03\x04")  # the keepalive's ping payload
+    client.pong(b"tc" + (5).to_bytes(8, "big"))  # answers cycles up to 5 (none outstanding)
+    assert client.standing(time.monotonic_ns()) is Standing.CURRENT
+
+
+def test_a_full_log_stretches_its_last_entry_and_keeps_the_oldest_times() -> None:
+    log: deque[tuple[int, int]] = deque()
+    for upto in range(1, 6):
+        hub_module.remember(log, 3, upto * 10, upto)
+    assert list(log) == [(10, 1), (20, 2), (50, 3)]
+
+
+async def test_past_the_ping_budget_each_client_is_pinged_every_few_cycles_in_turn() -> None:
+    """Three clients, one ping a cycle: each is pinged every third cycle, one per cycle."""
+    scans = Scans()
+    hub = Hub(scans.snapshot, FanoutLimits(ping_budget=1))
+    peers = []
+    for _ in range(3):
+        client, peer = direct_client(hub)
+        client.kernel_queue, client.pinged = lambda: 0, True
+        hub.subscribe(client, ["s"])
+        peer.writes.clear()
+        peers.append((client, peer))
+    for _ in range(6):
+        hub.publish([scans.delta()])
+        for client, peer in peers:  # every client reads and answers at once
+            opcode, payload = messages_in(peer.writes[-1])[-1]
+            if opcode == 0x9:
+                client.pong(payload)
+    pinged = [[messages_in(w)[-1][0] == 0x9 for w in peer.writes] for _, peer in peers]
+    assert all(len(p) == 6 for p in pinged)  # everyone got every cycle's frames
+    assert [sum(p[i] for p in pinged) for i in range(6)] == [1] * 6
+    for p in pinged:
+        first = p.index(True)
+        assert [i for i, yes in enumerate(p) if yes] == [first, first + 3]
+    assert all(c.standing(time.monotonic_ns()) is Standing.CURRENT for c, _ in peers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import json
 import time
@@ -134,6 +135,15 @@ class GcHealth(BaseModel):
     frozen_objects: int
 
 
+class FanoutHealth(BaseModel):
+    clients: int
+    lagging: int
+    sent_frames: int
+    dropped_frames: int
+    resnapshots: int
+    disconnected_lagging: int
+
+
 class FanoutCycle(BaseModel):
     sent_ns: int
     readers_ms: float
@@ -151,6 +161,7 @@ class Health(BaseModel):
     store: StoreHealth
     clients: int
     gc: GcHealth
+    fanout: FanoutHealth
     fanout_cycles: list[FanoutCycle]  # the last stamped cycles (ws_stamp_frames only)
 
 
@@ -208,6 +219,7 @@ def health_of(node: NodeView) -> Health:
         ),
         clients=len(node.hub.clients),
         gc=_gc_health(node.gc_pauses),
+        fanout=FanoutHealth(**dataclasses.asdict(node.hub.summary())),
         fanout_cycles=[
             FanoutCycle(
                 sent_ns=t.sent_ns,
@@ -486,11 +498,24 @@ class _NodeCollector:
 
     def collect(self) -> Any:
         node = self._node
+        fanout = node.hub.summary()
         values = {
             "tapescan_ws_clients": ("Connected WebSocket clients", len(node.hub.clients)),
             "tapescan_ws_queued_frames": (
                 "Frames queued for all clients",
                 sum(c.queued for c in node.hub.clients),
+            ),
+            "tapescan_ws_lagging_clients": (
+                "Clients behind: deltas dropped until they catch up",
+                fanout.lagging,
+            ),
+            "tapescan_ws_dropped_frames": (
+                "Frames dropped for lagging clients since start-up",
+                fanout.dropped_frames,
+            ),
+            "tapescan_ws_disconnected_lagging": (
+                "Clients closed after staying behind past the lag timeout",
+                fanout.disconnected_lagging,
             ),
             "tapescan_scan_cycles": ("Scan cycles run", node.stats.cycles),
             "tapescan_scan_cycle_ms": ("Duration of the last scan cycle", node.stats.last_cycle_ms),

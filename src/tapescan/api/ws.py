@@ -110,6 +110,10 @@ async def serve_websocket(websocket: WebSocket, hub: Hub, known_scans: Any, stat
         sock = transport.get_extra_info("socket")
         if sock is not None:
             client.kernel_queue = functools.partial(unsent_bytes, sock)
+        report_pongs = direct.get("pongs")
+        if report_pongs is not None:
+            report_pongs(client.pong)
+            client.pinged = True
     client.offer(status)
     # Without the transport (another ASGI server), frames go through a queue and this task.
     sender = (

@@ -109,3 +109,20 @@ def error_frame(code: str, message: str) -> Frame:
 
 
 PONG = Frame.of({"type": "pong"})
+
+
+CYCLE_PING_PREFIX = b"tc"  # payload of the fan-out's cycle pings: prefix + cycle (8 bytes)
+
+
+def cycle_ping(cycle: int) -> bytes:
+    """A framed ping whose payload names the cycle; the peer's WebSocket stack echoes it in a
+    pong once it has read everything written before it (RFC 6455 5.5.2)."""
+    payload = CYCLE_PING_PREFIX + cycle.to_bytes(8, "big")
+    return bytes((0x89, len(payload))) + payload
+
+
+def cycle_of_pong(payload: bytes) -> int | None:
+    """The cycle a pong answers, or None for a pong of another ping (the keepalive's)."""
+    if len(payload) != 10 or not payload.startswith(CYCLE_PING_PREFIX):
+        return None
+    return int.from_bytes(payload[2:], "big")

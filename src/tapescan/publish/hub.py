@@ -1,9 +1,12 @@
 """Fan-out of scan frames to WebSocket clients: shared frames, bounded queues, coalescing.
 
-Publishing never waits: a frame is appended to each subscriber's queue or, when that queue is
-full, the client's queued frames are dropped and it is marked lagging. A lagging client gets one
-fresh snapshot of each scan it follows as soon as its socket has taken what it was sending, and
-is disconnected if it stays behind past the lag timeout. A slow client never delays the others.
+Publishing never waits: a frame is written to each subscriber's connection (or appended to its
+queue), clients that keep up first. A client is lagging when its buffer passes its limit or when
+bytes written to it more than ``behind_s`` ago are still unacknowledged by its kernel or unread
+by its WebSocket stack (the ping that ends each cycle's write unanswered); from then on its
+deltas are dropped, and once it has read everything it gets one fresh snapshot of each scan it
+follows. A client that stays behind past the lag timeout is disconnected. A slow client never
+delays the others.
 
 Worst-case memory: clients x queue_frames x one reference; the frames themselves are shared
 (a delta of a 50-row scan is ~1-2 KB, encoded once per format).
@@ -12,6 +15,7 @@ Worst-case memory: clients x queue_frames x one reference; the frames themselves
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import time
 from collections import deque
@@ -19,7 +23,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tapescan.publish.frames import Frame, WireFormat, delta_frame, error_frame, snapshot_frame
+from tapescan.publish.frames import (
+    Frame,
+    WireFormat,
+    cycle_of_pong,
+    cycle_ping,
+    delta_frame,
+    error_frame,
+    snapshot_frame,
+)
 from tapescan.scan.delta import Delta, Snapshot
 
 
@@ -28,6 +40,33 @@ class FanoutLimits:
     queue_frames: int = 256  # per client without a direct transport; x ~2 KB shared frames
     lag_timeout_s: float = 30.0
     buffer_bytes: int = 256 * 1024  # per client's transport buffer before it counts as lagging
+    # A direct client whose peer has not taken (TCP) or not read (WebSocket ping) bytes written
+    # this long ago is lagging.
+    behind_s: float = 3.0
+    # Pings a cycle at most (each costs the server one pong to read, ~30 us): with more pinged
+    # clients than this, each is pinged every ceil(clients / ping_budget) cycles, staggered.
+    ping_budget: int = 200
+
+
+WRITE_LOG = 64  # writes remembered per direct client until acknowledged: 64 x 2 ints, ~4 KB
+PING_LOG = 64  # cycle pings remembered per client until answered: 64 x 2 ints, ~4 KB
+
+
+def remember(log: deque[tuple[int, int]], capacity: int, upto: int, at_ns: int) -> None:
+    """Append (upto, at_ns) to a log of rising ``upto``s; when it is full, the last entry is
+    stretched to ``upto`` and keeps its older time, so the oldest times stay exact."""
+    if len(log) < capacity:
+        log.append((upto, at_ns))
+    else:
+        log[-1] = (upto, log[-1][1])
+
+
+class Standing(enum.Enum):
+    """Where a client stands at a cycle: who is written first, who later, who not at all."""
+
+    CURRENT = "current"  # its peer has taken and read everything: written first
+    BACKLOGGED = "backlogged"  # bytes still on the way: written after the current clients
+    LAGGING = "lagging"  # too far behind: its deltas are dropped until it catches up
 
 
 class Transport(Protocol):
@@ -45,6 +84,23 @@ class ClientStats:
     sent_frames: int = 0
     dropped_frames: int = 0
     resnapshots: int = 0
+
+    def add(self, other: ClientStats) -> None:
+        self.sent_frames += other.sent_frames
+        self.dropped_frames += other.dropped_frames
+        self.resnapshots += other.resnapshots
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutSummary:
+    """The fan-out at a glance (``/health``): clients now, and frames since start-up."""
+
+    clients: int
+    lagging: int  # frames dropped until they catch up
+    sent_frames: int
+    dropped_frames: int
+    resnapshots: int
+    disconnected_lagging: int  # closed after staying behind past the lag timeout
 
 
 class ClientSession:
@@ -67,6 +123,16 @@ class ClientSession:
         # Bytes the kernel still holds for the peer (sent, not yet acknowledged), when known.
         self.kernel_queue: Callable[[], int] | None = None
         self.closed = False  # its transport refused a write: nothing more is sent
+        # Bytes the fan-out has handed to the transport, and when (a direct client): with what
+        # is still unacknowledged they give the age of the oldest byte its peer has not taken.
+        self._written = 0
+        self._writes: deque[tuple[int, int]] = deque()  # (written after, ns), WRITE_LOG at most
+        # The kernel acknowledges bytes its application has not read: a peer that stopped
+        # reading hides behind its receive buffer for seconds. A connection that reports pongs
+        # (``pinged``) gets a ping after each cycle's frames; its WebSocket stack answers once
+        # it has read them, so an unanswered ping of an earlier cycle shows it at once.
+        self.pinged = False
+        self._pings: deque[tuple[int, int]] = deque()  # (cycle, sent ns), PING_LOG at most
 
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closer = closer
@@ -97,60 +163,111 @@ class ClientSession:
         self._queue.append(frame)
         self._ready.set()
 
-    def offer_many(self, frames: list[Frame], data: bytes | None = None) -> None:
+    def offer_many(
+        self, frames: list[Frame], data: bytes | None = None, cycle: int | None = None
+    ) -> None:
         """Several frames of one cycle: one write (one system call) for a direct client.
 
         ``data``: the frames already joined in this client's wire format (shared by every
-        client that follows the same scans, so it is joined once a cycle)."""
+        client that follows the same scans, so it is joined once a cycle), followed by the
+        ping of ``cycle`` for a ``pinged`` client."""
         if self.transport is None or self.lagging_since is not None:
             for frame in frames:
                 self.offer(frame)
             return
         if data is None:
             self._write(self.transport, *frames)
-        else:
-            self._write_data(self.transport, data, len(frames))
+        elif self._write_data(self.transport, data, len(frames)) and self.pinged and cycle:
+            remember(self._pings, PING_LOG, cycle, time.monotonic_ns())
 
-    @property
-    def backlogged(self) -> bool:
-        """Lagging, or its peer has not taken what it was last given: served last."""
+    def pending_bytes(self) -> int:
+        """Bytes written to a direct client that its peer has not acknowledged: the transport's
+        buffer and, where it can be read, the kernel's send queue."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        pending = transport.get_write_buffer_size()
+        if self.kernel_queue is not None:
+            pending += self.kernel_queue()
+        return pending
+
+    def behind_ns(self, now_ns: int) -> int | None:
+        """How long ago the oldest byte its peer has not acknowledged was written; None when
+        the peer has acknowledged everything."""
+        pending = self.pending_bytes()
+        writes = self._writes
+        if pending == 0:
+            writes.clear()
+            return None
+        acknowledged = self._written - pending
+        while writes and writes[0][0] <= acknowledged:
+            writes.popleft()
+        # Bytes the library wrote itself (a ping) are pending without a record: age 0.
+        return now_ns - writes[0][1] if writes else 0
+
+    def pong(self, payload: bytes) -> None:
+        """A pong from the peer: the cycle pings up to the one it answers have been read."""
+        cycle = cycle_of_pong(payload)
+        pings = self._pings
+        if cycle is not None:
+            while pings and pings[0][0] <= cycle:
+                pings.popleft()
+
+    def standing(self, now_ns: int) -> Standing:
+        """Current, backlogged or lagging; a direct client whose peer has left bytes written
+        more than ``behind_s`` ago unacknowledged or unread turns lagging here."""
         if self.lagging_since is not None or self.closed:
-            return True
+            return Standing.LAGGING
         if self.transport is None:
-            return bool(self._queue)
-        if self.transport.get_write_buffer_size() > 0:
-            return True
-        # A peer that stopped reading is hidden at first: the kernel takes its bytes until the
-        # socket's buffers fill (seconds). Bytes of an earlier cycle still unacknowledged now
-        # (a cycle later) show it at once, so it is not written in among the readers.
-        return self.kernel_queue is not None and self.kernel_queue() > 0
+            return Standing.BACKLOGGED if self._queue else Standing.CURRENT
+        # Bytes of an earlier cycle not yet acknowledged (TCP) or read (its ping unanswered)
+        # show a peer that is not keeping up, so it is not written in among the readers; bytes
+        # older than behind_s show that it has stopped, so it is not written at all.
+        behind = self.behind_ns(now_ns)
+        if self._pings:
+            behind = max(behind or 0, now_ns - self._pings[0][1])
+        if behind is None:
+            return Standing.CURRENT
+        if behind > self._limits.behind_s * 1e9:
+            self.lagging_since = time.monotonic()
+            return Standing.LAGGING
+        return Standing.BACKLOGGED
 
     def _write(self, transport: Transport, *frames: Frame) -> None:
         self._write_data(transport, b"".join(f.framed(self.wire) for f in frames), len(frames))
 
-    def _write_data(self, transport: Transport, data: bytes, frames: int) -> None:
+    def _write_data(self, transport: Transport, data: bytes, frames: int) -> bool:
         if self.closed or transport.is_closing():
-            return
+            return False
         if transport.get_write_buffer_size() > self._limits.buffer_bytes:
             self.stats.dropped_frames += frames
             self.lagging_since = time.monotonic()
-            return
+            return False
         try:
             transport.write(data)
+            self._written += len(data)
+            remember(self._writes, WRITE_LOG, self._written, time.monotonic_ns())
         except (RuntimeError, OSError):
             # The connection is being torn down under us (e.g. the WebSocket library half-closed
             # it after a missed ping: write() after write_eof() raises). Stop writing to it; the
             # connection's handler disconnects it from the hub.
             self.closed = True
-            return
+            return False
         self.stats.sent_frames += frames
+        return True
 
     def catch_up(self) -> bool:
         """For a direct client that lagged: once its buffer has drained, send fresh snapshots."""
         transport = self.transport
-        if transport is None or self.lagging_since is None:
+        if transport is None or self.lagging_since is None or self.closed:
             return False
-        if transport.get_write_buffer_size() > self._limits.buffer_bytes // 4:
+        if self._pings:
+            return False  # it has not read everything it was given
+        if self.kernel_queue is not None:
+            # Everything it was given has been acknowledged: it is reading again.
+            if self.pending_bytes() > 0:
+                return False
+        elif transport.get_write_buffer_size() > self._limits.buffer_bytes // 4:
             return False
         self.lagging_since = None
         self.stats.resnapshots += 1
@@ -203,6 +320,9 @@ class Hub:
         # Filled only when cycles are stamped (``ws_stamp_frames``), so a benchmark can tell
         # time spent writing in the server from time spent on the way to the client.
         self.cycle_timings: deque[CycleTiming] = deque(maxlen=STAMPED_CYCLES)
+        self._departed = ClientStats()  # totals of the clients that have gone
+        self.cycle = 0  # cycles published (the number in each cycle's ping)
+        self.disconnected_lagging = 0
 
     def connect(self, wire: WireFormat) -> ClientSession:
         client = ClientSession(self, wire, self.limits)
@@ -210,6 +330,8 @@ class Hub:
         return client
 
     def disconnect(self, client: ClientSession) -> None:
+        if client in self.clients:
+            self._departed.add(client.stats)
         self.clients.discard(client)
         for scan in client.scans:
             self._subscribers.get(scan, set()).discard(client)
@@ -261,11 +383,19 @@ class Hub:
         if not changed:
             return
         encoded: list[Frame | None] = [None] * len(changed)
-        # Clients that follow the same scans get the same frames, joined once per wire format.
-        batches: dict[tuple[frozenset[str], WireFormat], tuple[list[Frame], bytes]] = {}
+        self.cycle += 1
+        cycle = self.cycle
+        ping = cycle_ping(cycle)
+        ping_every = max(1, -(-len(self.clients) // self.limits.ping_budget))
+        # Clients that follow the same scans get the same frames, joined once per wire format
+        # (and once with the cycle's ping, which is the same for every client).
+        batches: dict[tuple[frozenset[str], WireFormat, bool], tuple[list[Frame], bytes]] = {}
+
+        def pinged_now(client: ClientSession) -> bool:
+            return client.pinged and (cycle + client.id) % ping_every == 0
 
         def batch_for(client: ClientSession) -> tuple[list[Frame], bytes]:
-            key = (frozenset(client.scans), client.wire)
+            key = (frozenset(client.scans), client.wire, pinged_now(client))
             found = batches.get(key)
             if found is None:
                 frames = []
@@ -275,29 +405,32 @@ class Hub:
                         if frame is None:
                             frame = encoded[i] = delta_frame(delta, sent_ns)
                         frames.append(frame)
-                found = batches[key] = (frames, b"".join(f.framed(client.wire) for f in frames))
+                data = b"".join(f.framed(client.wire) for f in frames)
+                found = batches[key] = (frames, data + ping if key[2] else data)
             return found
 
         backlogged: list[ClientSession] = []
         lagging: list[ClientSession] = []
+        now_ns = time.monotonic_ns()
         for client in self.clients:
             if not client.scans:
                 continue
-            if client.lagging_since is not None:
+            standing = client.standing(now_ns)
+            if standing is Standing.LAGGING:
                 lagging.append(client)  # counted after the writes
-            elif client.backlogged:
+            elif standing is Standing.BACKLOGGED:
                 backlogged.append(client)
             else:
                 frames, data = batch_for(client)
                 if frames:
-                    client.offer_many(frames, data)
+                    client.offer_many(frames, data, cycle if pinged_now(client) else None)
         readers_done_ns = time.time_ns()
         # A write to a client whose socket is full only appends to its buffer, but it must not
         # stand in front of the clients that are reading.
         for client in backlogged:
             frames, data = batch_for(client)
             if frames:
-                client.offer_many(frames, data)
+                client.offer_many(frames, data, cycle if pinged_now(client) else None)
         for client in lagging:
             client.stats.dropped_frames += sum(d.scan in client.scans for d in changed)
         if sent_ns is not None:
@@ -327,6 +460,20 @@ class Hub:
         """Resnapshot direct clients whose buffers have drained (called a few times a second)."""
         for client in self.clients:
             client.catch_up()
+
+    def summary(self) -> FanoutSummary:
+        totals = ClientStats()
+        totals.add(self._departed)
+        for client in self.clients:
+            totals.add(client.stats)
+        return FanoutSummary(
+            clients=len(self.clients),
+            lagging=sum(c.lagging_since is not None for c in self.clients),
+            sent_frames=totals.sent_frames,
+            dropped_frames=totals.dropped_frames,
+            resnapshots=totals.resnapshots,
+            disconnected_lagging=self.disconnected_lagging,
+        )
 
     def lagging_too_long(self, now: float | None = None) -> list[ClientSession]:
         moment = time.monotonic() if now is None else now
