@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tapescan.ops.fanout_bench import (
@@ -13,6 +14,7 @@ from tapescan.ops.fanout_bench import (
     gc_during,
     server_writes,
 )
+from tapescan.ops.raw_ws_client import open_readers
 from tests.api.server import start_server
 
 
@@ -120,3 +122,31 @@ def test_server_writes_set_the_servers_part_beside_each_slow_cycle() -> None:
         "delivered_ms": 4.0,
         "readers_written_ms": 1.1,
     }
+
+
+async def test_the_raw_reader_answers_a_ping_after_handing_on_the_data_before_it() -> None:
+    """A server on 127.0.0.1 sends a text frame and a ping in one write: the reader's sink gets
+    the text, and a pong with the ping's payload comes back."""
+    events: list[str] = []
+    pong: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        header = await reader.readexactly(6)  # the subscribe frame (masked, short)
+        await reader.readexactly(header[1] & 0x7F)
+        writer.write(b"\x81\x02hi" + bytes((0x89, 10)) + b"tc" + (7).to_bytes(8, "big"))
+        first = await reader.readexactly(6)
+        pong.set_result(await reader.readexactly(first[1] & 0x7F))
+        events.append(f"pong opcode {first[0] & 0x0F}")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        readers = await open_readers(
+            "127.0.0.1", port, 1, b"{}", lambda _, payload: events.append(payload.decode())
+        )
+        assert await asyncio.wait_for(pong, 10) == b"tc" + (7).to_bytes(8, "big")
+        readers[0].close()
+    assert events == ["hi", "pong opcode 10"]

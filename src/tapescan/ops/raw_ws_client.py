@@ -1,9 +1,9 @@
 """A minimal WebSocket reader for load tests: many cheap connections in one process.
 
-It does the opening handshake, sends masked client frames (zero mask key, which RFC 6455
-allows), answers pings and hands every text/binary payload to a sink with its receipt time. It
-is enough to read a tapescan server's frames at thousands per second without a full client
-library per connection.
+It does the opening handshake, sends masked client frames (zero mask key, which RFC 6455 allows),
+answers pings (the server's cycle pings tell it who has read) and hands every text/binary payload
+to a sink with its receipt time. It is enough to read a tapescan server's frames at thousands per
+second without a full client library per connection.
 """
 
 from __future__ import annotations
@@ -95,10 +95,16 @@ class RawReader(asyncio.Protocol):
             del buffer[: offset + length]
             if opcode in (0x1, 0x2):
                 self._sink(received, payload)
-            elif opcode == 0x9 and self._transport is not None:
-                self._transport.write(client_frame(payload, opcode=0xA))
+            elif opcode == 0x9:
+                # Answered once this round of reads is done: many readers share this process,
+                # and a write here would delay the receipt time of the readers after it.
+                asyncio.get_running_loop().call_soon(self._pong, payload)
             elif opcode == 0x8 and self._transport is not None:
                 self._transport.close()
+
+    def _pong(self, payload: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(client_frame(payload, opcode=0xA))
 
     def close(self) -> None:
         if self._transport is not None:
