@@ -118,9 +118,9 @@ class Settings(BaseSettings):
         default=3.0,
         gt=0,
         le=600,
-        description="A client whose peer has not acknowledged bytes written this long ago "
-        "counts as lagging: its deltas are dropped until it has read everything, then it gets "
-        "fresh snapshots.",
+        description="A client that has left bytes written this long ago unacknowledged (TCP) "
+        "or unread (its ping unanswered) is lagging: its deltas are dropped until it has read "
+        "everything, then it gets fresh snapshots.",
     )
     ws_ping_budget: int = Field(
         default=200,
