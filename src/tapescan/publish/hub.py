@@ -48,8 +48,8 @@ class FanoutLimits:
     ping_budget: int = 200
 
 
-WRITE_LOG = 64  # writes remembered per direct client until acknowledged: 64 x 2 ints, ~4 KB
-PING_LOG = 64  # cycle pings remembered per client until answered: 64 x 2 ints, ~4 KB
+WRITE_LOG = 64  # writes remembered per direct client until acknowledged: 64 x ~120 B, ~8 KB
+PING_LOG = 64  # cycle pings remembered per client until answered: 64 x ~120 B, ~8 KB
 
 
 def remember(log: deque[tuple[int, int]], capacity: int, upto: int, at_ns: int) -> None:
