@@ -212,9 +212,10 @@ def _server_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
 def test_a_client_that_stops_reading_lags_then_gets_a_fresh_snapshot_when_it_reads(
     server: Server,
 ) -> None:
-    """A real peer that does not read: its unacknowledged bytes age past ws_behind_s (3 s), the
-    server stops writing to it, and once it has read everything it gets a fresh snapshot and
-    deltas from there; meanwhile a reading client's deltas form an unbroken chain."""
+    """A real peer that does not read: its bytes stay unacknowledged and its cycle pings
+    unanswered past ws_behind_s (3 s), the server stops writing to it, and once it has read
+    everything (and answered) it gets a fresh snapshot and deltas from there; meanwhile a
+    reading client's deltas form an unbroken chain."""
     scan = "top_gainers"
     before = server.health(lambda h: True)["fanout"]
     idle = socket.socket()
