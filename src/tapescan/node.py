@@ -382,10 +382,8 @@ class Node:
         while True:
             await asyncio.sleep(0.2)
             self.hub.service()
-            for client in self.hub.lagging_too_long():
+            for client in self.hub.disconnect_laggards():
                 log.info("disconnecting WebSocket client %d: behind for too long", client.id)
-                self.hub.disconnect(client)
-                self.hub.disconnected_lagging += 1
                 client.close()
 
     async def run(self, stop: asyncio.Event) -> None:

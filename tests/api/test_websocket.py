@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tapescan.ops.raw_ws_client import client_frame, open_readers
+from tapescan.ops.raw_ws_client import client_frame, open_readers, take_frames
 from tests.api.server import Server, start_server
 
 
@@ -194,21 +194,6 @@ async def test_the_benchmarks_raw_reader_speaks_the_protocol(server: Server) -> 
     assert {m["scan"] for m in snapshots} == {"top_gainers"}
 
 
-def _server_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
-    """Complete unmasked server frames at the front of ``buffer`` (consumed as read)."""
-    while len(buffer) >= 2:
-        length, offset = buffer[1] & 0x7F, 2
-        if length == 126:
-            length, offset = int.from_bytes(buffer[2:4], "big"), 4
-        elif length == 127:
-            length, offset = int.from_bytes(buffer[2:10], "big"), 10
-        if len(buffer) < offset + length:
-            return
-        opcode, payload = buffer[0] & 0x0F, bytes(buffer[offset : offset + length])
-        del buffer[: offset + length]
-        yield opcode, payload
-
-
 def test_a_client_that_stops_reading_lags_then_gets_a_fresh_snapshot_when_it_reads(
     server: Server,
 ) -> None:
@@ -258,7 +243,7 @@ def test_a_client_that_stops_reading_lags_then_gets_a_fresh_snapshot_when_it_rea
             and any(m["type"] == "delta" and m["prev_seq"] == resnapshot[0]["seq"] for m in stream)
         ):
             received += idle.recv(1 << 16)
-            for opcode, payload in _server_frames(received):
+            for opcode, payload in take_frames(received):
                 if opcode == 0x9:
                     idle.sendall(client_frame(payload, opcode=0xA))
                 elif opcode == 0x1:

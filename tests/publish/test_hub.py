@@ -10,6 +10,7 @@ from collections import deque
 import pytest
 
 import tapescan.publish.hub as hub_module
+from tapescan.ops.raw_ws_client import take_frames
 from tapescan.publish.frames import Frame, WireFormat, delta_frame
 from tapescan.publish.hub import ClientSession, FanoutLimits, Hub, Standing
 from tapescan.scan.delta import Delta, Snapshot
@@ -80,8 +81,13 @@ async def test_a_client_behind_past_the_timeout_is_reported_for_disconnection() 
     assert client.lagging_since is not None
     assert hub.lagging_too_long(client.lagging_since + 4) == []
     assert hub.lagging_too_long(client.lagging_since + 6) == [client]
-    hub.disconnect(client)
+    dropped = client.stats.dropped_frames
+    client.lagging_since -= 6  # now past the timeout
+    assert hub.disconnect_laggards() == [client]
     assert hub.clients == set()
+    summary = hub.summary()
+    assert summary.disconnected_lagging == 1
+    assert summary.dropped_frames == dropped > 0  # a departed client's counts are kept
 
 
 async def test_unknown_scans_get_an_error_frame() -> None:
@@ -111,16 +117,17 @@ class FakeTransport:
         return False
 
 
+def messages_in(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of a run of unmasked server frames."""
+    buffer = bytearray(data)
+    messages = list(take_frames(buffer))
+    assert not buffer, "a write holds whole frames"
+    return messages
+
+
 def frames_in(data: bytes) -> list[dict[str, object]]:
-    """Decode a run of unmasked server text frames (payloads under 64 KiB)."""
-    out = []
-    while data:
-        length, offset = data[1] & 0x7F, 2
-        if length == 126:
-            length, offset = int.from_bytes(data[2:4], "big"), 4
-        out.append(json.loads(data[offset : offset + length]))
-        data = data[offset + length :]
-    return out
+    """Decode a run of unmasked server text frames."""
+    return [json.loads(payload) for _, payload in messages_in(data)]
 
 
 async def test_a_direct_client_gets_all_frames_of_a_cycle_in_one_write_and_lags_past_its_buffer() -> (
@@ -371,11 +378,13 @@ class Recorded(Peer):
         super().write(data)
 
 
-def direct_client(hub: Hub) -> tuple[ClientSession, Peer]:
+def direct_client(hub: Hub, scan: str = "s") -> tuple[ClientSession, Peer]:
+    """A client on a direct transport, subscribed to ``scan``, whose kernel is ``Peer``."""
     client = hub.connect(WireFormat.JSON)
     peer = Peer()
     client.transport = peer
     client.kernel_queue = peer.unacknowledged
+    hub.subscribe(client, [scan])
     return client, peer
 
 
@@ -385,7 +394,6 @@ async def test_a_peer_that_leaves_bytes_unacknowledged_past_behind_s_lags_until_
     scans = Scans()
     hub = Hub(scans.snapshot, FanoutLimits(behind_s=3.0))
     client, peer = direct_client(hub)
-    hub.subscribe(client, ["s"])
     peer.read_all()
     clock.now_s += 1
     hub.publish([scans.delta()])  # seq 1: the last bytes the peer will take for a while
@@ -416,7 +424,6 @@ async def test_a_slow_peer_that_keeps_taking_its_bytes_is_backlogged_but_never_l
     scans = Scans()
     hub = Hub(scans.snapshot, FanoutLimits(behind_s=3.0))
     client, peer = direct_client(hub)
-    hub.subscribe(client, ["s"])
     for _ in range(20):
         clock.now_s += 1
         hub.publish([scans.delta()])
@@ -425,18 +432,6 @@ async def test_a_slow_peer_that_keeps_taking_its_bytes_is_backlogged_but_never_l
         assert client.standing(clock.monotonic_ns()) is Standing.BACKLOGGED
     assert client.lagging_since is None
     assert [m["seq"] for w in peer.writes for m in frames_in(w)] == list(range(21))
-
-
-def messages_in(data: bytes) -> list[tuple[int, bytes]]:
-    """(opcode, payload) of a run of unmasked server frames (payloads under 64 KiB)."""
-    out = []
-    while data:
-        length, offset = data[1] & 0x7F, 2
-        if length == 126:
-            length, offset = int.from_bytes(data[2:4], "big"), 4
-        out.append((data[0] & 0x0F, data[offset : offset + length]))
-        data = data[offset + length :]
-    return out
 
 
 async def test_a_pinged_client_that_stops_answering_the_cycle_pings_is_served_last_then_lags(
@@ -518,7 +513,6 @@ async def test_past_the_ping_budget_each_client_is_pinged_every_few_cycles_in_tu
     for _ in range(3):
         client, peer = direct_client(hub)
         client.kernel_queue, client.pinged = lambda: 0, True
-        hub.subscribe(client, ["s"])
         peer.writes.clear()
         peers.append((client, peer))
     for _ in range(6):

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 Sink = Callable[[int, bytes], None]
 
@@ -28,6 +28,26 @@ def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     else:
         header = first + bytes((0x80 | 127,)) + length.to_bytes(8, "big")
     return header + b"\x00\x00\x00\x00" + payload
+
+
+def take_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
+    """(opcode, payload) of each complete unmasked server frame at the front of ``buffer``,
+    removed from it as it is taken; an incomplete frame stays for the next read."""
+    while len(buffer) >= 2:
+        opcode, length, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+        if length == 126:
+            if len(buffer) < 4:
+                return
+            length, offset = int.from_bytes(buffer[2:4], "big"), 4
+        elif length == 127:
+            if len(buffer) < 10:
+                return
+            length, offset = int.from_bytes(buffer[2:10], "big"), 10
+        if len(buffer) < offset + length:
+            return
+        payload = bytes(buffer[offset : offset + length])
+        del buffer[: offset + length]
+        yield opcode, payload
 
 
 class RawReader(asyncio.Protocol):
@@ -78,21 +98,7 @@ class RawReader(asyncio.Protocol):
         return True
 
     def _frames(self, received: int) -> None:
-        buffer = self._buffer
-        while len(buffer) >= 2:
-            opcode, length, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                if len(buffer) < 4:
-                    return
-                length, offset = int.from_bytes(buffer[2:4], "big"), 4
-            elif length == 127:
-                if len(buffer) < 10:
-                    return
-                length, offset = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < offset + length:
-                return
-            payload = bytes(buffer[offset : offset + length])
-            del buffer[: offset + length]
+        for opcode, payload in take_frames(self._buffer):
             if opcode in (0x1, 0x2):
                 self._sink(received, payload)
             elif opcode == 0x9:

@@ -177,7 +177,7 @@ class ClientSession:
             return
         if data is None:
             self._write(self.transport, *frames)
-        elif self._write_data(self.transport, data, len(frames)) and self.pinged and cycle:
+        elif self._write_data(self.transport, data, len(frames)) and cycle is not None:
             remember(self._pings, PING_LOG, cycle, time.monotonic_ns())
 
     def pending_bytes(self) -> int:
@@ -474,6 +474,14 @@ class Hub:
             resnapshots=totals.resnapshots,
             disconnected_lagging=self.disconnected_lagging,
         )
+
+    def disconnect_laggards(self) -> list[ClientSession]:
+        """Forget (and count) the clients behind past the lag timeout; the caller closes them."""
+        gone = self.lagging_too_long()
+        for client in gone:
+            self.disconnect(client)
+        self.disconnected_lagging += len(gone)
+        return gone
 
     def lagging_too_long(self, now: float | None = None) -> list[ClientSession]:
         moment = time.monotonic() if now is None else now
