@@ -191,3 +191,84 @@ def test_price_minutes_ago_is_the_price_at_that_minute_boundary(minutes: int) ->
         )
     # Now 10:00:00: the last bar (09:59) closed at 39; N minutes ago the last close was 39 - N.
     assert state.price_minutes_ago(minutes)[0] == 39.0 - minutes
+
+
+def concat(batches: list[AggregateBatch]) -> AggregateBatch:
+    """Several minutes in one batch, as a catch-up or a read back from the store delivers them."""
+
+    def join(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in batches])
+
+    return AggregateBatch(
+        kind=batches[0].kind,
+        symbol_index=join("symbol_index"),
+        start_ns=join("start_ns"),
+        open=join("open"),
+        high=join("high"),
+        low=join("low"),
+        close=join("close"),
+        volume=join("volume"),
+        vwap=join("vwap"),
+        trades=join("trades"),
+    )
+
+
+def minute_batches(market: SimMarket, start: int, end: int) -> list[AggregateBatch]:
+    async def collect() -> list[AggregateBatch]:
+        return [
+            e
+            async for e in SimFeed(market, second_aggregates=False).events(
+                FastClock(start), start, end
+            )
+            if isinstance(e, AggregateBatch)
+        ]
+
+    return asyncio.run(collect())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    group=st.integers(min_value=1, max_value=40),
+    clock_ahead_s=st.integers(min_value=0, max_value=3_600),
+    probe_s=st.sampled_from([0, 1, 30, 59]),
+)
+def test_minute_changes_do_not_depend_on_how_bars_arrive(
+    seed: int, group: int, clock_ahead_s: int, probe_s: int
+) -> None:
+    """1/5/15-minute changes equal a replay in time order, however the same bars arrive.
+
+    The live way: the scan loop has moved the clock (to "now") before a catch-up delivers the
+    morning's bars, several minutes to a batch, as a restart reading today's bars from the store
+    does. Before the fix the snapshots taken by the clock kept the price from before the batch.
+    """
+    market = SimMarket(seed, 40, CAL)
+    start = at(dt.time(9, 25))
+    now = at(dt.time(10, 20))
+    batches = minute_batches(market, start, now)
+    replayed = MarketState(market.universe, CAL, DAY)
+    for b in batches:
+        replayed.apply(b)
+    live = MarketState(market.universe, CAL, DAY)
+    live.advance_to(start + min(clock_ahead_s * 1_000_000_000, now - start))
+    for i in range(0, len(batches), group):
+        live.apply(concat(batches[i : i + group]))
+    probe = now + probe_s * 1_000_000_000
+    replayed.advance_to(probe)
+    live.advance_to(probe)
+    for minutes in (1, 5, 15):
+        expected = replayed.price_minutes_ago(minutes)
+        assert np.isfinite(expected).sum() > 10
+        np.testing.assert_array_equal(live.price_minutes_ago(minutes), expected, err_msg=minutes)
+    np.testing.assert_array_equal(live.price, replayed.price)
+    np.testing.assert_array_equal(live.volume, replayed.volume)
+
+
+def test_a_bar_ending_on_a_boundary_that_arrives_after_the_clock_passed_it_counts() -> None:
+    """The cycle at hh:mm:00.3 moved the clock before the bar ending at hh:mm:00 was applied."""
+    state = fresh_state()
+    state.apply(batch([(0, 10.0, 10.0, 10.0, 10.0, 1)], at(dt.time(9, 58))))
+    state.advance_to(at(dt.time(10, 0)) + 300_000_000)
+    state.apply(batch([(0, 11.0, 11.0, 11.0, 11.0, 1)], at(dt.time(9, 59))))
+    state.advance_to(at(dt.time(10, 1)))
+    assert state.price_minutes_ago(1)[0] == 11.0  # the price at 10:00:00, as a replay has it

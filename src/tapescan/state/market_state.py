@@ -227,6 +227,30 @@ class MarketState:
             self._minute_index[slot] = boundary
         self._last_snapshot_minute = max(self._last_snapshot_minute, minute)
 
+    def _backfill_snapshots(
+        self, rows: npt.NDArray[np.int32], end: IntArray, close: FloatArray
+    ) -> None:
+        """Snapshots already taken at a boundary at or after a bar's end take that bar in.
+
+        A snapshot holds the close of each symbol's latest bar that ended by its boundary,
+        whenever the bar arrives: a catch-up batch spanning many minutes, today's bars read back
+        from the store, or a bar that ends on a boundary and arrives after a scan cycle has
+        already moved the clock past it all end in the snapshots a replay in time order takes.
+        A bar older than one already applied for its symbol changes no snapshot.
+        """
+        last = self._last_snapshot_minute
+        first = -(-end // NS_PER_MINUTE)  # the first boundary at or after each bar's end
+        late = (first <= last) & (end >= self.last_event_ns[rows])
+        if not late.any():
+            return
+        rows, first, close = rows[late], first[late], close[late]
+        for boundary in range(max(int(first.min()), last - MINUTE_RING + 1), last + 1):
+            slot = boundary % MINUTE_RING
+            if self._minute_index[slot] != boundary:
+                continue
+            here = first <= boundary
+            self.minute_price[slot, rows[here]] = close[here]  # in start order: the latest wins
+
     def price_minutes_ago(self, minutes: int) -> FloatArray:
         """Last price as of the minute boundary at or before now - ``minutes`` (NaN if unknown)."""
         boundary = (self.now_ns - minutes * NS_PER_MINUTE) // NS_PER_MINUTE
@@ -376,6 +400,7 @@ class MarketState:
         times = self.times
         self.price[rows] = close  # rows sorted by start: the latest bar wins
         end = start + window_s * NS_PER_SECOND
+        self._backfill_snapshots(rows, end, close)
         np.maximum.at(self.last_event_ns, rows, end)
         np.add.at(self.volume, rows, volume)
         np.add.at(self.dollar_volume, rows, vwap * volume)
