@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 import time
@@ -118,11 +119,13 @@ def run(
     from tapescan.ops.memory import limit_malloc_arenas  # noqa: PLC0415
 
     limit_malloc_arenas()  # before the server, feed and recorder threads exist
-    from tapescan.node import Node  # noqa: PLC0415 - keeps `tapescan --help` fast
+    from tapescan.node import Node, listen_socket  # noqa: PLC0415 - keeps `--help` fast
     from tapescan.scan.definition import ScanValidationError  # noqa: PLC0415
     from tapescan.store.base import StoreError  # noqa: PLC0415
+    from tapescan.tasks import FatalError  # noqa: PLC0415
 
     try:
+        listener = listen_socket(settings.host, settings.port)  # a taken port fails at once
         node = Node(settings)
     except (ConfigError, FeedError, NotASessionError, StoreError) as error:
         fail(str(error))
@@ -136,20 +139,31 @@ def run(
         f"http://{settings.host}:{settings.port}/",
         highlight=False,
     )
-    asyncio.run(_serve(node))
-    if node.tasks.failure is not None:
-        fail(f"stopped after an internal failure: {node.tasks.failure}", code=1)
+    asyncio.run(_serve(node, listener))
+    failure = node.tasks.failure
+    if isinstance(failure, FatalError):
+        fail(str(failure), code=1)
+    if failure is not None:
+        fail(f"stopped after an internal failure: {failure}", code=1)
     err.print("tapescan: stopped", highlight=False)
 
 
-async def _serve(node: Any) -> None:
+async def _serve(node: Any, listener: Any) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: no more waiting
+            err.print("tapescan: stopped at once (second signal)", highlight=False)
+            os._exit(130)
+        err.print("tapescan: stopping", highlight=False)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     progress = asyncio.create_task(_warmup_progress(node, stop))
     try:
-        await node.run(stop)
+        await node.run(stop, listener)
     finally:
         progress.cancel()
 

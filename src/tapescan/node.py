@@ -7,9 +7,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import socket
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +32,15 @@ from tapescan.market.calendar import (
     et_to_ns,
     market_calendar,
 )
-from tapescan.market.clock import make_clock
-from tapescan.model import AggregateBatch, AggregateKind, FeedEvent, FeedState, FeedStatus
+from tapescan.market.clock import Clock, make_clock
+from tapescan.model import (
+    NS_PER_MINUTE,
+    AggregateBatch,
+    AggregateKind,
+    FeedEvent,
+    FeedState,
+    FeedStatus,
+)
 from tapescan.ops.gc_pauses import GcPauses
 from tapescan.ops.memory import release_free_memory
 from tapescan.publish.frames import Frame, iso
@@ -50,12 +59,13 @@ from tapescan.store.keyframes import KeyframeSchedule
 from tapescan.store.open import open_store
 from tapescan.store.recorder import Recorder, RecorderLimits
 from tapescan.store.records import daily_bar_rows, minute_bar_rows, slot_volume_rows
-from tapescan.store.retention import retire
+from tapescan.store.retention import RetentionStep, retire
 from tapescan.store.tables import SYMBOLS, conform
 from tapescan.store.warm import last_sequences, today_from_store, warmup_from_store
-from tapescan.tasks import TaskGroup
+from tapescan.tasks import FatalError, TaskGroup
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SIM_DEFAULT_START = dt.time(9, 25)
 STATUS_EVERY_S = 2.0
 
@@ -86,6 +96,50 @@ def choose_start(
     if calendar.session_in_progress(now_ns) is not None:
         return None if settings.speed == 1.0 else now_ns
     return et_to_ns(calendar.trading_day(now_ns), SIM_DEFAULT_START)
+
+
+class WarmupCancelled(Exception):  # noqa: N818 - a request, not an error
+    """A stop request arrived during warm-up: it ends at its next step."""
+
+
+class WarmupError(FatalError):
+    """Warm-up failed: the process ends with this one line."""
+
+
+class CatchUpClock:
+    """The node's clock as the feed sees it, telling when the feed has caught up.
+
+    A feed delivers everything before its start instant at once and then waits for events to
+    come due; the first wait for an instant still in the future is the end of the catch-up.
+    """
+
+    def __init__(self, clock: Clock, on_caught_up: Callable[[], None]) -> None:
+        self._clock = clock
+        self._on_caught_up: Callable[[], None] | None = on_caught_up
+
+    @property
+    def speed(self) -> float | None:
+        return self._clock.speed
+
+    def now_ns(self) -> int:
+        return self._clock.now_ns()
+
+    async def sleep_until(self, ts_ns: int) -> None:
+        if self._on_caught_up is not None and ts_ns > self._clock.now_ns():
+            callback, self._on_caught_up = self._on_caught_up, None
+            callback()
+        await self._clock.sleep_until(ts_ns)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything slow starts (a taken port fails
+    at once, with one line)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 class _Server(uvicorn.Server):
@@ -169,7 +223,8 @@ class Node:
         self.archive = Archive(settings.archive_path, settings.archive_zstd_level)
         self.history = History(self.store, self.archive)
         self._retention_due = asyncio.Event()
-        self._retention_due.set()  # once at start, then after every session
+        self._retention_due.set()  # once warmed up, then after every session
+        self._warmed_up = asyncio.Event()
         self.state.on_session_end = self._session_ended
         self._summarized: dt.date | None = None
         self._symbols = pa.array(self.universe.symbols, pa.string())
@@ -180,6 +235,8 @@ class Node:
         self.grid = CycleGrid(self.calendar, round(settings.scan_interval_s * 1e9), self.start_ns)
         self.app = create_app(self)
         self.tasks = TaskGroup()
+        self._stopping = threading.Event()  # read by warm-up threads
+        self._threads: set[asyncio.Future[Any]] = set()  # worker threads running now
 
     def _snapshot_of(self, scan_id: str) -> Snapshot | None:
         if scan_id not in self.scanner.trackers:
@@ -272,56 +329,99 @@ class Node:
         warmup = self.feed.warmup(self.session, self._warmup_step)
         self.recovery.warmup_source = "feed"
         self.stats.warmup_step = "storing warm-up history"
+        self._warmup_step(0, len(warmup.slot_volume) + 1)
         self.store.write(
             "daily_bars",
             warmup.daily.select(["date", "symbol", "open", "high", "low", "close", "volume"]),
         )
-        for day, slots in warmup.slot_volume.items():
+        for done, (day, slots) in enumerate(warmup.slot_volume.items(), start=1):
+            self._warmup_step(done, len(warmup.slot_volume) + 1)
             self.store.write("slot_volume", slot_volume_rows(day, self.universe, slots))
         return warmup
 
     def _recover_today(self) -> int | None:
         """Apply today's stored minute bars (a restart mid-session); returns where they end."""
         self.stats.warmup_step = "today's bars from the store"
+        self._check_stop()
         self.store.truncate_from(self.session, self.start_ns)
         times = self.calendar.session(self.session)
         if self.start_ns <= times.pre_open_ns:
             return None
-        batch = today_from_store(self.store, self.session, self.universe, self.start_ns)
-        if batch is None:
+        minutes = max(1, (self.start_ns - times.pre_open_ns) // NS_PER_MINUTE)
+        resume_ns: int | None = None
+        for batch in today_from_store(
+            self.store, self.session, self.universe, times, self.start_ns
+        ):
+            self.state.apply(batch)
+            self.recovery.recovered_bars += len(batch)
+            resume_ns = batch.ts_event_ns
+            self._warmup_step(
+                min(minutes, (resume_ns - times.pre_open_ns) // NS_PER_MINUTE), minutes
+            )
+        if resume_ns is None:
             return None
-        self.state.apply(batch)
-        self.recovery.recovered_bars = len(batch)
-        self.recovery.resume_ns = batch.ts_event_ns
-        sequences = last_sequences(self.store, self.session)
-        self.scanner.continue_sequences(sequences)
-        return batch.ts_event_ns
+        self.recovery.resume_ns = resume_ns
+        self.scanner.continue_sequences(last_sequences(self.store, self.session))
+        return resume_ns
 
     def _warmup_step(self, done: int, total: int) -> None:
+        """Progress of a warm-up step; also where a stop request ends the warm-up."""
         self.stats.warmup_done, self.stats.warmup_total = done, total
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        if self._stopping.is_set():
+            raise WarmupCancelled
+
+    def _caught_up(self) -> None:
+        """The feed waits for its first event from the future: everything up to now is in."""
+        if not self.stats.warmed_up:
+            self.stats.warmed_up = True
+            self._warmed_up.set()
+            release_free_memory()
 
     async def _consume_feed(self) -> None:
         try:
-            # Warm-up history can take seconds to build; the server answers meanwhile.
-            warmup = await asyncio.to_thread(self._warm_up)
+            # Warm-up history can take seconds to build; the server answers meanwhile, and a
+            # stop request ends it at the next step (``_warmup_step``).
+            warmup = await self._in_thread(self._warm_up)
             self.state.load_warmup(warmup)
             del warmup
-            resume_ns = await asyncio.to_thread(self._recover_today)
+            resume_ns = await self._in_thread(self._recover_today)
             release_free_memory()
-            self.stats.warmed_up = True
-            events = self.feed.events(self.clock, self.start_ns, resume_ns=resume_ns)
-            async for event in events:
-                if self.paced_by_feed:
-                    await self._cycles_before(event.ts_event_ns)
-                self._apply(event)
-            if self.paced_by_feed:
-                await self._cycles_before(self.state.now_ns + 1)
-            self.stats.feed_finished = True
+        except WarmupCancelled:
+            return
+        except Exception as error:
+            # Nothing useful can be served without history: end the process with one line.
+            log.debug("warm-up failed", exc_info=True)
+            raise WarmupError(f"warm-up failed: {error}") from error
+        try:
+            await self._follow_feed(resume_ns)
         except Exception as error:
             # A failed feed is reported (health 503, status message) while the API keeps
             # answering: history and the last state stay browsable.
             log.exception("feed failed")
             self.monitor.observe(FeedStatus(FeedState.FAILED, str(error), self.clock.now_ns()), 0)
+
+    async def _follow_feed(self, resume_ns: int | None) -> None:
+        """Catch up to the start instant (warm-up's last step), then follow the feed live."""
+        times = self.calendar.session(self.session)
+        behind = max(1, (self.start_ns - times.pre_open_ns) // NS_PER_MINUTE)
+        self.stats.warmup_step = "catching up to the start"
+        clock = CatchUpClock(self.clock, self._caught_up)
+        events = self.feed.events(clock, self.start_ns, resume_ns=resume_ns)
+        async for event in events:
+            if self.paced_by_feed:
+                await self._cycles_before(event.ts_event_ns)
+            self._apply(event)
+            if not self.stats.warmed_up:
+                done = (event.ts_event_ns - times.pre_open_ns) // NS_PER_MINUTE
+                self.stats.warmup_done, self.stats.warmup_total = min(done, behind), behind
+                await asyncio.sleep(0)  # a catch-up applies hours at once: let signals in
+        self._caught_up()
+        if self.paced_by_feed:
+            await self._cycles_before(self.state.now_ns + 1)
+        self.stats.feed_finished = True
 
     def _apply(self, event: FeedEvent) -> None:
         self.state.apply_event(event)
@@ -355,13 +455,18 @@ class Node:
             self._close_session_if_over()
 
     async def _retention(self) -> None:
-        """Archive and drop sessions beyond their hot window: at start and after each session."""
+        """Archive and drop sessions beyond their hot window: once warmed up, after each session."""
+        await self._warmed_up.wait()  # warm-up first: it needs the memory and the store
         while True:
             await self._retention_due.wait()
             self._retention_due.clear()
-            await asyncio.to_thread(self.recorder.flush, 60.0)
+            await self._in_thread(self.recorder.flush, 60.0)
             try:
-                report = await asyncio.to_thread(retire, self.store, self.archive, self.settings)
+                report = await self._in_thread(
+                    retire, self.store, self.archive, self.settings, self._retention_step
+                )
+            except WarmupCancelled:
+                return
             except Exception:  # the store may be down: try again after the next session
                 log.exception("retention failed")
                 continue
@@ -377,6 +482,25 @@ class Node:
             for failure in report.failures:
                 log.warning("retention: %s", failure)
 
+    def _retention_step(self, step: RetentionStep) -> None:
+        self._check_stop()  # between sessions: each session is archived, then dropped
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """``function`` in a worker thread that shutdown waits for (store calls end first)."""
+        future = asyncio.get_running_loop().run_in_executor(None, function, *args)
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        return await future
+
+    async def _threads_done(self, timeout_s: float) -> None:
+        """Wait for worker threads (they end at their next step once stopping) before the
+        store closes under them."""
+        pending = [f for f in self._threads if not f.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout_s)
+            if still:
+                log.warning("%d worker threads still running at shutdown", len(still))
+
     async def _drop_laggards(self) -> None:
         """Close clients that stayed behind past the lag timeout (close code 1013)."""
         while True:
@@ -386,8 +510,11 @@ class Node:
                 log.info("disconnecting WebSocket client %d: behind for too long", client.id)
                 client.close()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve and consume the feed until ``stop`` is set or a task fails."""
+    async def run(self, stop: asyncio.Event, listener: socket.socket | None = None) -> None:
+        """Serve (on ``listener``, else a socket bound now) and consume the feed until ``stop``
+        is set or a task fails."""
+        if listener is None:
+            listener = listen_socket(self.settings.host, self.settings.port)
         server = _Server(
             uvicorn.Config(
                 self.app,
@@ -408,12 +535,13 @@ class Node:
         self.tasks.start(self._scan_loop(), name="scan")
         self.tasks.start(self._drop_laggards(), name="websocket-laggards")
         self.tasks.start(self._retention(), name="retention")
-        serving = self.tasks.start(server.serve(), name="http")
+        serving = self.tasks.start(server.serve(sockets=[listener]), name="http")
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         broken = asyncio.create_task(self.tasks.failed.wait(), name="task-failure")
         await asyncio.wait({stopper, serving, broken}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         broken.cancel()
+        self._stopping.set()  # a warm-up thread ends at its next step
         if self.tasks.failure is not None:
             log.error("stopping: a task failed (%s)", self.tasks.failure)
         server.should_exit = True
@@ -422,6 +550,7 @@ class Node:
         stuck = await self.tasks.stop(self.settings.shutdown_timeout_s / 2)
         if stuck:
             log.warning("tasks still running at shutdown: %s", ", ".join(stuck))
+        await self._threads_done(self.settings.shutdown_timeout_s)
         await asyncio.to_thread(self.recorder.stop, max(self.settings.shutdown_timeout_s, 5.0))
         self.store.close()
         self.gc_pauses.uninstall()

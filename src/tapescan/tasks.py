@@ -10,6 +10,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class FatalError(Exception):
+    """A failure that ends the process and whose message says it all (no traceback logged)."""
+
+
 class TaskGroup:
     """Owns a process's long-lived tasks: logs the failure of any, stops them all on request."""
 
@@ -30,7 +34,8 @@ class TaskGroup:
             return
         error = task.exception()
         if error is not None:
-            log.error("task %s failed: %s", task.get_name(), error, exc_info=error)
+            trace = None if isinstance(error, FatalError) else error
+            log.error("task %s failed: %s", task.get_name(), error, exc_info=trace)
             self.failure = self.failure or error
             self.failed.set()
 

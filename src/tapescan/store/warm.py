@@ -9,14 +9,15 @@ feed delivered them. The feed then resumes after the last stored minute.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, MINUTE_HISTORY_SESSIONS, Warmup
-from tapescan.market.calendar import MarketCalendar
-from tapescan.model import AggregateBatch, AggregateKind, Universe
+from tapescan.market.calendar import MarketCalendar, SessionTimes, ns_to_utc
+from tapescan.model import NS_PER_MINUTE, AggregateBatch, AggregateKind, Universe
 from tapescan.store.base import Store
 from tapescan.store.records import slot_volume_matrix
 from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SLOT_VOLUME
@@ -55,20 +56,42 @@ def warmup_from_store(
     return Warmup(session=session, daily=daily, slot_volume=slot_volume)
 
 
+TODAY_READ_MINUTES = 10  # today's bars are read back this many minutes at a time
+
+
 def today_from_store(
-    store: Store, session: dt.date, universe: Universe, until_ns: int
-) -> AggregateBatch | None:
-    """Today's stored minute bars that ended by ``until_ns``, as one batch in time order."""
-    bars = store.read(
-        "SELECT session, symbol, ts, open, high, low, close, volume, vwap, trades "
-        "FROM minute_bars WHERE session = %s AND ts <= %s ORDER BY ts, symbol",
-        [session, dt.datetime.fromtimestamp((until_ns - 60_000_000_000) / 1e9, dt.UTC)],
-        MINUTE_BARS.schema,
-    )
-    if bars.num_rows == 0:
-        return None
+    store: Store,
+    session: dt.date,
+    universe: Universe,
+    times: SessionTimes,
+    until_ns: int,
+    minutes: int = TODAY_READ_MINUTES,
+) -> Iterator[AggregateBatch]:
+    """Today's stored minute bars that ended by ``until_ns``, a few minutes per batch, in order.
+
+    Read a slice of time at a time with no ORDER BY: a whole universe's day (about 5 million
+    bars at 11,882 symbols) never has to fit in the store's buffer pool or in this process at
+    once; each batch holds at most ``minutes`` x symbols rows (~120,000, ~10 MB).
+    """
+    step = minutes * NS_PER_MINUTE
+    last_start = until_ns - NS_PER_MINUTE  # bars that have ended by ``until_ns``
+    for begin in range(times.pre_open_ns, last_start + 1, step):
+        bars = store.read(
+            "SELECT session, symbol, ts, open, high, low, close, volume, vwap, trades "
+            "FROM minute_bars WHERE session = %s AND ts >= %s AND ts < %s",
+            [session, ns_to_utc(begin), ns_to_utc(min(begin + step, last_start + 1_000))],
+            MINUTE_BARS.schema,
+        )
+        batch = _batch(bars, universe)
+        if batch is not None:
+            yield batch
+
+
+def _batch(bars: pa.Table, universe: Universe) -> AggregateBatch | None:
     rows = universe.indices_of(bars.column("symbol").to_pylist())
     known = rows >= 0
+    if not known.any():
+        return None
 
     def column(name: str, dtype: type[np.generic], fill: float = np.nan) -> np.ndarray:
         values = bars.column(name)

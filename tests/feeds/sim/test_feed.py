@@ -100,7 +100,12 @@ def test_warmup_has_40_sessions_of_daily_bars_and_slot_volume_of_the_last_10() -
     sessions = CAL.previous_sessions(DAY, DAILY_HISTORY_SESSIONS)
     assert sorted(set(warmup.daily.column("date").to_pylist())) == sessions
     assert list(warmup.slot_volume) == sessions[-MINUTE_HISTORY_SESSIONS:]
-    assert steps[-1] == (MINUTE_HISTORY_SESSIONS, MINUTE_HISTORY_SESSIONS)
+    # One step per 30-minute chunk of each simulated session (32 a full day): fine enough for a
+    # progress bar and for a stop request to be noticed within ~0.1 s at full size.
+    total = sum(CAL.session(d).extended_minutes // 30 for d in warmup.slot_volume)
+    assert [done for done, _ in steps] == list(range(1, total + 1))
+    assert {t for _, t in steps} == {total}
+    assert total >= 30 * MINUTE_HISTORY_SESSIONS
     last = sessions[-1]
     daily = warmup.daily.filter(np.array(warmup.daily.column("date").to_pylist()) == last)
     order = [market.universe.index_of(s) for s in daily.column("symbol").to_pylist()]

@@ -138,9 +138,16 @@ class SimMarket:
 
     def slot_volume(self, session: dt.date) -> npt.NDArray[np.float64]:
         """Volume per 5-minute slot from 04:00 ET, (symbols, 192), for the RVOL baseline."""
-        slots = np.zeros((len(self.universe), SLOTS_PER_DAY))
+        slots = self.empty_slots()
         for chunk in self.chunks(session):
-            per_slot = chunk.volume.reshape(len(self.universe), -1, SLOT_MINUTES).sum(axis=2)
-            first = chunk.first_minute // SLOT_MINUTES
-            slots[:, first : first + per_slot.shape[1]] = per_slot
+            self.add_slot_volume(slots, chunk)
         return slots
+
+    def empty_slots(self) -> npt.NDArray[np.float64]:
+        return np.zeros((len(self.universe), SLOTS_PER_DAY))
+
+    def add_slot_volume(self, slots: npt.NDArray[np.float64], chunk: MinuteChunk) -> None:
+        """The chunk's volume into its 5-minute slots of ``slots`` (from ``empty_slots``)."""
+        per_slot = chunk.volume.reshape(len(self.universe), -1, SLOT_MINUTES).sum(axis=2)
+        first = chunk.first_minute // SLOT_MINUTES
+        slots[:, first : first + per_slot.shape[1]] = per_slot
