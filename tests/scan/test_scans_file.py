@@ -128,3 +128,11 @@ def test_a_damaged_saved_scans_file_is_named_and_left_as_it_is(
         ScanRegistry(None, path)
     assert str(path) in str(caught.value)
     assert path.read_bytes() == content
+
+
+def test_scans_saved_through_the_api_load_again_at_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "user_scans.json"
+    ScanRegistry(None, path).create({"id": "saved", "sort": {"field": "volume"}, "limit": 7})
+    again = ScanRegistry(None, path).get("saved")
+    assert again is not None
+    assert again.limit == 7
