@@ -57,7 +57,35 @@ def _has_offset(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+def _usable_token(value: SecretStr | None) -> SecretStr | None:
+    """An admin token someone cannot guess or mistype: 16+ visible ASCII characters, no spaces.
+
+    An empty variable (``TAPESCAN_ADMIN_TOKEN=``) is refused rather than read as "no token", so
+    a deployment that meant to set one finds out at start.
+    """
+    if value is None:
+        return None
+    token = value.get_secret_value()
+    if not token.strip():
+        raise ValueError(
+            "is empty; unset it to turn the admin endpoints off, or set a random token, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+    if not all("!" <= char <= "~" for char in token):
+        raise ValueError("must be visible ASCII characters without spaces (it goes in a header)")
+    if len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ValueError(
+            f"is {len(token)} characters; use at least {MIN_ADMIN_TOKEN_CHARS}, e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+    return value
+
+
 Speed = Annotated[float | None, BeforeValidator(_parse_speed), AfterValidator(_positive_speed)]
+AdminToken = Annotated[SecretStr | None, AfterValidator(_usable_token)]
 Instant = Annotated[dt.datetime | None, AfterValidator(_has_offset)]
 
 
@@ -97,8 +125,10 @@ class Settings(BaseSettings):
     scan_interval_s: float = Field(default=1.0, ge=0.1, le=60, description="Scan cycle period.")
     scans_file: Path | None = Field(default=None, description="TOML file of user scans.")
 
-    admin_token: SecretStr | None = Field(
-        default=None, description="Bearer token for scan create/edit/delete; environment only."
+    admin_token: AdminToken = Field(
+        default=None,
+        description="Bearer token for scan create/edit/delete; environment only; "
+        f"{MIN_ADMIN_TOKEN_CHARS}+ visible ASCII characters.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser."
@@ -267,6 +297,8 @@ def describe_error(error: ValidationError) -> str:
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             lines.append(f"unknown setting '{name}'")
+        elif name in SECRET_SETTINGS:  # never echo a secret, not even a wrong one
+            lines.append(f"invalid setting {name} (TAPESCAN_{name.upper()}): {message}")
         elif "input" in problem and name != "settings":
             env = f"TAPESCAN_{name.upper()}"
             lines.append(f"invalid setting {name} ({env}) = {problem['input']!r}: {message}")

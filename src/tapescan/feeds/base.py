@@ -28,7 +28,7 @@ class Feed(Protocol):
     def universe(self) -> Universe: ...
 
     def reference(self) -> pa.Table:
-        """Reference data (DESIGN.md section 3) for the universe."""
+        """Reference data (docs/data-formats.md) for the universe."""
         ...
 
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:

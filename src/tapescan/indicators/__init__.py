@@ -1,1 +1,1 @@
-"""Indicators: exact, vectorized definitions (DESIGN.md section 4)."""
+"""Indicators: exact, vectorized definitions (docs/design.md, section 4)."""

@@ -27,9 +27,7 @@ class ScanRegistry:
         self._base = merge(builtin_scans(), load_user_scans(scans_file) if scans_file else [])
         self._api: dict[str, ScanDefinition] = {}
         if store_file is not None and store_file.is_file():
-            for raw in json.loads(store_file.read_text("utf-8")):
-                scan = parse_scan(raw)
-                self._api[scan.id] = scan
+            self._api = {scan.id: scan for scan in _load_api_scans(store_file)}
         self._listeners: list[OnChange] = []
 
     def on_change(self, listener: OnChange) -> None:
@@ -86,3 +84,30 @@ class ScanRegistry:
         definitions = self.definitions()
         for listener in self._listeners:
             listener(definitions, changed, deleted)
+
+
+def _load_api_scans(path: Path) -> list[ScanDefinition]:
+    """The scans saved by ``_changed``; a damaged file stops the start and is left untouched."""
+    try:
+        raws = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or not UTF-8
+        raise ScanValidationError(
+            [FieldError(str(path), f"cannot be read ({error}); fix or move the file")]
+        ) from None
+    if not isinstance(raws, list) or not all(isinstance(raw, dict) for raw in raws):
+        raise ScanValidationError(
+            [FieldError(str(path), "must be a JSON list of scans; fix or move the file")]
+        )
+    scans: list[ScanDefinition] = []
+    errors: list[FieldError] = []
+    for i, raw in enumerate(raws):
+        try:
+            scans.append(parse_scan(raw))
+        except ScanValidationError as error:
+            label = raw.get("id", i)
+            errors.extend(
+                FieldError(f"{path}: scan[{label}].{e.path}", e.message) for e in error.errors
+            )
+    if errors:
+        raise ScanValidationError(errors)
+    return scans

@@ -45,7 +45,7 @@ NS_PER_SLOT = SLOT_MINUTES * NS_PER_MINUTE
 
 @dataclass(frozen=True, slots=True)
 class StateLimits:
-    """Knobs of the indicator definitions (DESIGN.md section 4)."""
+    """Knobs of the indicator definitions (docs/design.md, section 4)."""
 
     rvol_sessions: int = 10
     rvol_min_expected: float = 1_000.0

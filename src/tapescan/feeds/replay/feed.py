@@ -1,4 +1,4 @@
-"""Replay of the user's own files (DESIGN.md section 3) as a feed, at the clock's pace."""
+"""Replay of the user's own files (docs/data-formats.md) as a feed, at the clock's pace."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The three replay file kinds (DESIGN.md section 3) streamed as batches of one typed schema.
+"""The three replay file kinds (docs/data-formats.md) streamed as batches of one typed schema.
 
 Parquet and CSV go through the same path: columns come in as they are stored (CSV always as
 text) and are converted to the kind's canonical schema here. Validation and reading both use

@@ -41,7 +41,7 @@ MINUTE_ROW_SCHEMA = pa.schema(
     ]
 )
 
-# Absent vwap is the bar's typical price and absent trades 0, as DESIGN.md section 3 allows.
+# Absent vwap is the bar's typical price and absent trades 0, as docs/data-formats.md allows.
 _SORTED_QUERY = """
 SELECT symbol, start_ns, open, high, low, close, volume,
        coalesce(vwap, (open + high + low + close) / 4) AS vwap,

@@ -1,4 +1,4 @@
-"""Writes a simulated data set in the replay formats (DESIGN.md section 3), one day at a time."""
+"""Writes a simulated data set in the replay formats (docs/data-formats.md), one day at a time."""
 
 from __future__ import annotations
 

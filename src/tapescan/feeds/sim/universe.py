@@ -128,7 +128,7 @@ class SimUniverse:
         )
 
     def reference_table(self) -> pa.Table:
-        """Reference data in the replay format of DESIGN.md section 3."""
+        """Reference data in the replay format of docs/data-formats.md."""
         return pa.table(
             {
                 "symbol": pa.array(self.universe.symbols, pa.string()),
