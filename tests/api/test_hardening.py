@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
@@ -219,11 +220,9 @@ async def test_deep_msgpack_frames_get_bad_json(server: Server) -> None:
     async with connect(f"ws://127.0.0.1:{server.port}/ws?format=msgpack") as ws:
         await ws.recv()
         await ws.send(b"\x91" * 5000 + b"\x90")  # 5,000 nested one-element arrays
-        import msgspec  # noqa: PLC0415
-
-        reply = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(), 10))
+        reply = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(decode=False), 10))
         while reply["type"] == "status":
-            reply = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(), 10))
+            reply = msgspec.msgpack.decode(await asyncio.wait_for(ws.recv(decode=False), 10))
         assert (reply["type"], reply["code"]) == ("error", "bad_json")
 
 

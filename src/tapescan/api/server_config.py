@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from typing import Any
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tapescan.api.log_limits import RepeatFilter
 from tapescan.api.ws_transport import DirectWebSocketProtocol
 from tapescan.config import Settings
 
@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 * 1024  # h11's own default; request line and headers together
 FD_RESERVE = 256  # descriptors kept for the store, the spill files and the logs
-LOG_REPEATS = 5  # the same message at most this often per window, then one summary line
-LOG_WINDOW_S = 10.0
 WS_MAX_FRAME_BYTES = 1 << 20  # frames over 64 KiB get an error; over 1 MiB a close (1009)
 
 
@@ -97,33 +95,6 @@ _TIMEOUT_RESPONSE = (
     + f"content-length: {len(_TIMEOUT_BODY)}\r\nconnection: close\r\n\r\n".encode()
     + _TIMEOUT_BODY
 )
-
-
-class RepeatFilter(logging.Filter):
-    """Lets the same message (logger and format string) through ``LOG_REPEATS`` times per
-    ``LOG_WINDOW_S`` (below WARNING, e.g. the access log, 20 times as often); the rest are
-    counted, and the first line let through after the window says how many were dropped."""
-
-    def __init__(self, repeats: int = LOG_REPEATS, window_s: float = LOG_WINDOW_S) -> None:
-        super().__init__()
-        self.repeats, self.window_s = repeats, window_s
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
-        now = time.monotonic()
-        started, count = self._seen.get(key, (now, 0))
-        if now - started >= self.window_s:
-            allowed = self.repeats if record.levelno >= logging.WARNING else self.repeats * 20
-            if count > allowed:
-                record.msg = f"{record.msg} (and {count - allowed} more like it suppressed)"
-            started, count = now, 0
-        self._seen[key] = (started, count + 1)
-        if len(self._seen) > 1_000:  # bounded: forget the oldest windows
-            for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
-                del self._seen[old]
-        allowed = self.repeats if record.levelno >= logging.WARNING else self.repeats * 20
-        return count < allowed
 
 
 def raise_fd_limit() -> int:
