@@ -164,6 +164,43 @@ class Settings(BaseSettings):
         default=False,
         description="Add sent_ns (wall clock at cycle end) to deltas, for benchmarks.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers to besides localhost, IP addresses and "
+        "`host` (e.g. a reverse proxy's name; '*' turns the Host check off).",
+    )
+    http_max_connections: int = Field(
+        default=2_048,
+        ge=16,
+        le=1_000_000,
+        description="Open connections (HTTP and WebSocket) at most; more are closed at once "
+        "(worst case with every one sending a body: this x http_max_body_bytes = 128 MiB).",
+    )
+    http_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1_024,
+        le=64 * 1024 * 1024,
+        description="Largest request body (a scan definition is ~1 KiB); larger ones get 413.",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Time a client has to send a request's headers."
+    )
+    http_body_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Time a client has to send a request's body."
+    )
+    http_keep_alive_s: float = Field(
+        default=5.0, gt=0, le=600, description="An idle keep-alive connection is closed after this."
+    )
+    history_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="A history read taking longer answers 503."
+    )
+    history_max_reads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="History reads running at once (threads; each holds at most a page or one "
+        "rebuilt scan, ~1 MB); more wait, within history_timeout_s.",
+    )
 
     postgres_url: SecretStr | None = Field(
         default=None,

@@ -18,7 +18,7 @@ import pyarrow as pa
 import uvicorn
 
 from tapescan.api.app import create_app
-from tapescan.api.ws_transport import DirectWebSocketProtocol
+from tapescan.api.server_config import server_config
 from tapescan.config import ConfigError, Settings
 from tapescan.feeds.base import Feed
 from tapescan.feeds.history import Warmup
@@ -515,20 +515,7 @@ class Node:
         is set or a task fails."""
         if listener is None:
             listener = listen_socket(self.settings.host, self.settings.port)
-        server = _Server(
-            uvicorn.Config(
-                self.app,
-                host=self.settings.host,
-                port=self.settings.port,
-                log_level=self.settings.log_level,
-                lifespan="off",
-                ws=DirectWebSocketProtocol,
-                ws_per_message_deflate=False,  # frames are pre-framed once for every client
-                ws_ping_interval=20.0,
-                ws_ping_timeout=20.0,
-                ws_max_size=1 << 20,  # frames over 64 KiB get an error; over 1 MiB a close
-            )
-        )
+        server = _Server(server_config(self.app, self.settings))
         self.gc_pauses.install()
         self.recorder.start()
         self.tasks.start(self._consume_feed(), name="feed")

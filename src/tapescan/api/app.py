@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import hmac
 import json
@@ -19,16 +18,19 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tapescan import __version__
 from tapescan.api import examples
 from tapescan.api.errors import ApiError
-from tapescan.api.history_routes import history_router, scan_at
+from tapescan.api.guard import Guard, GuardSettings
+from tapescan.api.history_reads import HistoryReads
+from tapescan.api.history_routes import bad_cursor, cursor_json, history_router, scan_at
 from tapescan.api.ws import serve_websocket
 from tapescan.config import Settings
 from tapescan.feeds.monitor import FeedMonitor
 from tapescan.indicators.catalog import COLUMNS
-from tapescan.market.calendar import MarketCalendar, ns_to_utc
+from tapescan.market.calendar import MarketCalendar, NotASessionError, ns_to_utc
 from tapescan.market.clock import Clock
 from tapescan.model import FeedState, Universe
 from tapescan.ops.gc_pauses import GcPauses
@@ -253,14 +255,10 @@ def _gc_health(pauses: GcPauses) -> GcHealth:
 def _cursor_offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["o"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise ApiError(
-            400, "bad_cursor", "cursor is not one this server gave; start without it"
-        ) from None
-    if not isinstance(offset, int) or offset < 0:
-        raise ApiError(400, "bad_cursor", "cursor is not one this server gave; start without it")
+    found = cursor_json(cursor)
+    offset = found.get("o") if isinstance(found, dict) else None
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise bad_cursor()
     return offset
 
 
@@ -286,7 +284,13 @@ def create_app(node: NodeView) -> FastAPI:
         version=__version__,
         description="Real-time US equities scanner. WebSocket protocol: docs/protocol.md.",
         openapi_url="/openapi.json",
+        # The interactive docs load their scripts from a CDN into the page's origin: off.
+        # /openapi.json is served; any OpenAPI viewer can open it (docs/hardening.md).
+        docs_url=None,
+        redoc_url=None,
     )
+    settings = node.settings
+    reads = HistoryReads(settings.history_timeout_s, settings.history_max_reads)
     origins = list(node.settings.cors_origins)
     if origins:
         app.add_middleware(
@@ -301,6 +305,28 @@ def create_app(node: NodeView) -> FastAPI:
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
         return JSONResponse(
             {"error": error.code, "message": str(error), **error.extra}, error.status
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        message = {
+            404: "no such endpoint or file; GET /openapi.json lists the API",
+            405: "this endpoint does not take that method; GET /openapi.json lists them",
+        }.get(error.status_code, str(error.detail))
+        return JSONResponse(
+            {"error": code, "message": message}, error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(NotASessionError)
+    async def outside_calendar(_: Request, error: NotASessionError) -> JSONResponse:
+        return JSONResponse({"error": "outside_calendar", "message": str(error)}, 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, __: Exception) -> JSONResponse:
+        # Starlette re-raises it afterwards, so uvicorn logs the traceback.
+        return JSONResponse(
+            {"error": "internal_error", "message": "the server failed; the log says why"}, 500
         )
 
     @app.exception_handler(RequestValidationError)
@@ -433,7 +459,7 @@ def create_app(node: NodeView) -> FastAPI:
         """The current result (rows in rank order, display precision), or with ``at`` (ISO 8601)
         the result as it was published at that instant, rebuilt from recorded history."""
         if at is not None:
-            return await scan_at(node.history, node.calendar, scan_id, at, limit, cursor)
+            return await scan_at(reads, node.history, node.calendar, scan_id, at, limit, cursor)
         scan_or_404(scan_id)
         snapshot = node.scanner.snapshot(scan_id)
         rows, following = paginate([list(r) for r in snapshot.rows], limit, cursor)
@@ -464,6 +490,7 @@ def create_app(node: NodeView) -> FastAPI:
 
     app.include_router(
         history_router(
+            reads,
             lambda: node.history,
             node.calendar,
             node.clock.now_ns,
@@ -489,7 +516,28 @@ def create_app(node: NodeView) -> FastAPI:
 
     if WEB_DIRECTORY.is_dir():
         app.mount("/", StaticFiles(directory=WEB_DIRECTORY, html=True), name="web")
+    app.add_middleware(
+        Guard,  # outermost: before CORS, routing and any body is read
+        settings=GuardSettings(
+            bound_host=settings.host,
+            allowed_hosts=tuple(settings.allowed_hosts),
+            cors_origins=tuple(settings.cors_origins),
+            max_body_bytes=settings.http_max_body_bytes,
+            body_timeout_s=settings.http_body_timeout_s,
+            admin=admin,
+        ),
+    )
     return app
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
 
 
 class _NodeCollector:

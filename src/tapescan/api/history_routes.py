@@ -6,7 +6,6 @@ carries the last key returned, so a range of any length is walked page by page.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -16,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from tapescan.api import examples
+from tapescan.api import examples, json_limits
 from tapescan.api.errors import ApiError
+from tapescan.api.history_reads import HistoryReads
 from tapescan.market.calendar import MarketCalendar, datetime_to_ns, ns_to_utc
 from tapescan.publish.frames import iso
 from tapescan.store.history import History, HistoryGapError
@@ -30,6 +30,11 @@ Instant = Annotated[
     str | None,
     Query(description="ISO 8601 instant with offset, e.g. 2026-11-24T09:45:00-05:00."),
 ]
+
+
+EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+MAX_CURSOR_CHARS = 512
 
 
 def parse_instant(text: str, name: str) -> dt.datetime:
@@ -45,28 +50,78 @@ def parse_instant(text: str, name: str) -> dt.datetime:
             "bad_instant",
             f"{name}={text!r} needs a UTC offset, e.g. 2026-11-24T09:45:00-05:00",
         )
+    if not EARLIEST <= value < LATEST:
+        raise ApiError(
+            400,
+            "bad_instant",
+            f"{name}={text!r} is out of range ({EARLIEST.year} to {LATEST.year - 1})",
+        )
     return value
 
 
 def parse_date(text: str, name: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text[:10])
+        value = dt.date.fromisoformat(text[:10])
     except ValueError:
         raise ApiError(400, "bad_date", f"{name}={text!r} is not a date, e.g. 2026-11-24") from None
+    if not EARLIEST.date() <= value < LATEST.date():
+        span = f"{EARLIEST.year} to {LATEST.year - 1}"
+        raise ApiError(400, "bad_date", f"{name}={text!r} is out of range ({span})")
+    return value
 
 
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode()
 
 
-def decode_cursor(cursor: str, size: int) -> list[Any]:
+def bad_cursor() -> ApiError:
+    return ApiError(400, "bad_cursor", "cursor is not one this server gave; start without it")
+
+
+def cursor_json(cursor: str) -> Any:
+    """The JSON inside a cursor, or bad_cursor."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise bad_cursor()
     try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))["k"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        key = None
-    if not isinstance(key, list) or len(key) != size:
-        raise ApiError(400, "bad_cursor", "cursor is not one this server gave; start without it")
+        return json_limits.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (binascii.Error, ValueError):  # BadJsonError and non-ASCII text are ValueErrors
+        raise bad_cursor() from None
+
+
+def decode_cursor(cursor: str, *kinds: type) -> list[Any]:
+    """A cursor's key: one value per kind, each of that type (int never a bool)."""
+    found = cursor_json(cursor)
+    key = found.get("k") if isinstance(found, dict) else None
+    if not isinstance(key, list) or len(key) != len(kinds):
+        raise bad_cursor()
+    for value, kind in zip(key, kinds, strict=True):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise bad_cursor()
     return key
+
+
+def cursor_offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    offset: int = decode_cursor(cursor, int)[0]
+    if offset < 0:
+        raise bad_cursor()
+    return offset
+
+
+def cursor_time(cursor: str, parse: Callable[[str], Any]) -> Any:
+    text: str = decode_cursor(cursor, str)[0]
+    try:
+        return parse(text)
+    except ValueError:
+        raise bad_cursor() from None
+
+
+def _aware_instant(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None or not EARLIEST <= value < LATEST:
+        raise ValueError(text)
+    return value
 
 
 def _float(value: Any) -> float | None:
@@ -74,6 +129,7 @@ def _float(value: Any) -> float | None:
 
 
 async def scan_at(
+    reads: HistoryReads,
     history: History,
     calendar: MarketCalendar,
     scan_id: str,
@@ -83,20 +139,20 @@ async def scan_at(
 ) -> dict[str, Any]:
     """The page of a scan's result as published at ``at`` (GET /scans/{id}/results?at=)."""
     at_ns = datetime_to_ns(parse_instant(at, "at"))
-    session = calendar.trading_day(at_ns)
+    offset = cursor_offset(cursor)
+    session = calendar.trading_day(at_ns)  # NotASessionError: 400 outside_calendar
     try:
-        snapshot = await asyncio.to_thread(history.scan_at, scan_id, session, at_ns)
+        snapshot = await reads.run(history.scan_at, scan_id, session, at_ns)
     except HistoryGapError as error:
         raise ApiError(500, "history_gap", f"recorded history is incomplete: {error}") from None
     if snapshot is None:
-        span = await asyncio.to_thread(history.coverage, scan_id)
+        span = await reads.run(history.coverage, scan_id)
         where = (
             f"; recorded from {iso(span[0])} to {iso(span[1])}"
             if span
             else "; nothing recorded for it yet"
         )
         raise ApiError(404, "no_history", f"no history of scan '{scan_id}' at {at}{where}")
-    offset = int(decode_cursor(cursor, 1)[0]) if cursor else 0
     rows = [list(r) for r in snapshot.rows[offset : offset + limit]]
     end = offset + len(rows)
     return {
@@ -111,6 +167,7 @@ async def scan_at(
 
 
 def history_router(
+    reads: HistoryReads,
     history: Callable[[], History],
     calendar: MarketCalendar,
     now_ns: Callable[[], int],
@@ -139,9 +196,9 @@ def history_router(
         to_ns = datetime_to_ns(parse_instant(end, "to")) if end else now + 1
         after = None
         if cursor:
-            key = decode_cursor(cursor, 3)
+            key = decode_cursor(cursor, int, int, str)
             after = (int(key[0]), int(key[1]), str(key[2]))
-        page = await asyncio.to_thread(history().entries, scan_id, from_ns, to_ns, after, limit)
+        page = await reads.run(history().entries, scan_id, from_ns, to_ns, after, limit)
         rows = page.rows.to_pylist()
         events = [
             {
@@ -186,10 +243,8 @@ def history_router(
             last_day = (
                 parse_date(end, "to") if end else calendar.trading_day(now) + dt.timedelta(days=1)
             )
-            after_day = dt.date.fromisoformat(decode_cursor(cursor, 1)[0]) if cursor else None
-            page = await asyncio.to_thread(
-                history().daily_bars, symbol, first, last_day, after_day, limit
-            )
+            after_day = cursor_time(cursor, dt.date.fromisoformat) if cursor else None
+            page = await reads.run(history().daily_bars, symbol, first, last_day, after_day, limit)
             rows = page.rows.to_pylist()
             bars = [
                 {
@@ -210,10 +265,8 @@ def history_router(
             else ns_to_utc(calendar.session(calendar.trading_day(now)).pre_open_ns)
         )
         end_at = parse_instant(end, "to") if end else ns_to_utc(now) + dt.timedelta(minutes=1)
-        after = dt.datetime.fromisoformat(decode_cursor(cursor, 1)[0]) if cursor else None
-        minute_page = await asyncio.to_thread(
-            history().minute_bars, symbol, start_at, end_at, after, limit
-        )
+        after = cursor_time(cursor, _aware_instant) if cursor else None
+        minute_page = await reads.run(history().minute_bars, symbol, start_at, end_at, after, limit)
         minute_rows = minute_page.rows.to_pylist()
         minute_bars = [
             {

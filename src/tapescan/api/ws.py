@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tapescan.api import json_limits
 from tapescan.api.socket_queue import unsent_bytes
 from tapescan.api.ws_transport import TRANSPORT_EXTENSION
 from tapescan.publish.frames import PONG, Frame, WireFormat, error_frame
@@ -33,12 +34,12 @@ def _decode(data: bytes | str, wire: WireFormat) -> dict[str, Any]:
             "frame_too_large", f"frames are limited to {MAX_CLIENT_FRAME_BYTES} bytes"
         )
     try:
-        decoded = (
-            _msgpack.decode(raw)
-            if wire is WireFormat.MSGPACK and isinstance(data, bytes)
-            else _json.decode(raw)
-        )
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        if wire is WireFormat.MSGPACK and isinstance(data, bytes):
+            decoded = _msgpack.decode(raw)  # C code: a deep frame raises RecursionError cleanly
+        else:
+            json_limits.check_depth(raw)
+            decoded = _json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, json_limits.BadJsonError):
         raise BadRequestError(
             "bad_json", 'a frame must be one JSON object, e.g. {"op":"ping"}'
         ) from None
