@@ -83,8 +83,12 @@ def cause_key(error: BaseException) -> str:
     """Equal for repeats of one cause (numbers in messages vary: row counts, offsets)."""
     cause = root_cause(error)
     if isinstance(cause, OSError) and cause.errno is not None:
-        return f"{type(cause).__name__}:{cause.errno}"
-    return f"{type(cause).__name__}:{_DIGITS.sub('#', str(cause))[:200]}"
+        return f"errno:{cause.errno}"
+    text = str(cause)
+    for system in _SYSTEM_ERRORS:  # one disk, whatever the library calls it this time
+        if system in text:
+            return f"system:{system}"
+    return f"{type(cause).__name__}:{_DIGITS.sub('#', text)[:200]}"
 
 
 def _now() -> str:

@@ -105,6 +105,7 @@ class Recorder:
         self._next_try = 0.0  # next reconnect while the store is down (monotonic)
         self._next_spill = 0.0  # next spill attempt after one failed (a full disk)
         self._errors = ErrorLog(log)
+        self._dropping = 0  # rows dropped since the store or the spill last took rows
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.spill_dir.glob("*.tmp"):  # a spill cut short: never complete
             leftover.unlink()
@@ -242,6 +243,9 @@ class Recorder:
                 self._drop_oldest(pending, 0 if stopping else self.limits.queue_rows)
             if spilled or (wrote and not pending):
                 self._errors.cleared("spill")
+            if (spilled or wrote) and self._dropping:
+                log.warning("rows are kept again; %d were dropped meanwhile", self._dropping)
+                self._dropping = 0
             if wrote:
                 self._errors.cleared("store")
             if grouped:
@@ -353,12 +357,15 @@ class Recorder:
                 count = excess
             excess -= count
             dropped[name] = dropped.get(name, 0) + count
+        if not self._dropping:  # once, not every pass: the count is in lost_rows
+            log.error(
+                "neither the store nor the spill directory takes rows: dropping the oldest "
+                "beyond recorder_queue_rows (%d) until one does (first: %s)",
+                keep_rows,
+                ", ".join(f"{rows} {name}" for name, rows in dropped.items()),
+            )
+        self._dropping += sum(dropped.values())
         self.stats.lost_rows += sum(dropped.values())
-        log.warning(
-            "store and spill directory unavailable: %s rows dropped (%d lost in all)",
-            ", ".join(f"{rows} {name}" for name, rows in dropped.items()),
-            self.stats.lost_rows,
-        )
 
     # ------------------------------------------------------------------ spill
 
