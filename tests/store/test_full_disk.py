@@ -25,6 +25,7 @@ import pytest
 from tapescan.store import recorder as recorder_module
 from tapescan.store.duck import DuckDbStore
 from tapescan.store.recorder import Recorder, RecorderLimits
+from tests.api.server import Server
 from tests.store.test_recorder import FlakyStore, until
 
 ENOSPC = "No space left on device"
@@ -278,3 +279,45 @@ def test_a_spill_file_that_cannot_be_read_is_set_aside_not_retried_forever(
         assert recorder.stats.last_error == ""  # written back since: nothing fails now
     finally:
         recorder.stop(timeout_s=5)
+
+
+@pytest.mark.parametrize("small_disk", [16 * 1024**2], indirect=True, ids=["16MiB"])
+def test_run_on_a_data_dir_that_fills_up_says_why_and_records_again_when_space_returns(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """`tapescan run --data-dir` on a small disk: health degraded with the disk as the cause,
+    then ok again (and no stale error) once space is freed, the process up throughout."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    server = Server(
+        workdir,
+        "--symbols", "300",
+        "--data-dir", str(small_disk),
+        "--start", "2026-11-24T09:45:00-05:00",
+        "--speed", "10",
+    )  # fmt: skip
+    try:
+        before = server.health(
+            lambda h: h["scans"]["warmed_up"] and h["store"]["written_rows"] > 0, timeout_s=120
+        )
+        assert before["status"] == "ok"
+        filler = fill(small_disk)
+        full = server.health(lambda h: ENOSPC in h["store"]["last_error"], timeout_s=30)
+        assert full["status"] == "degraded"
+        assert not full["store"]["up"]
+        assert "cannot rollback" not in full["store"]["last_error"]
+        assert full["store"]["last_error_at"] is not None
+
+        filler.unlink()
+        written = full["store"]["written_rows"]
+        again = server.health(
+            lambda h: h["status"] == "ok" and h["store"]["written_rows"] > written, timeout_s=30
+        )
+        store = again["store"]
+        assert store["up"]
+        assert (store["last_error"], store["last_error_at"]) == ("", None)
+        assert ENOSPC in store["recent_errors"][0]["error"]
+        assert store["failures"] >= 1
+        assert store["lost_rows"] == 0  # the queue held the rows the full disk refused
+    finally:
+        server.stop()
