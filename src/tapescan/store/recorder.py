@@ -233,7 +233,7 @@ class Recorder:
             items, ticket = self._take()
             grouped = self._group(pending, items)
             stopping = self._stopping
-            wrote = self._write(pending)
+            wrote = self._write(pending)  # the store took rows (maybe not all yet)
             spilled = False
             if pending and (stopping or self._pending_rows(pending) > self.limits.queue_rows):
                 spilled = self._spill(pending, retry_now=stopping)
@@ -280,7 +280,10 @@ class Recorder:
         return ok
 
     def _write(self, pending: dict[str, list[pa.Table]]) -> bool:
-        """Reconnect when due, then write spilled files and ``pending``; True if all went in."""
+        """Reconnect when due, then write spilled files and ``pending``; False if one failed.
+
+        A long write-back goes in passes: spill files may be left, then ``pending`` waits.
+        """
         if not self.stats.store_up and time.monotonic() >= self._next_try:
             try:
                 self._busy_since = time.monotonic()
@@ -299,9 +302,8 @@ class Recorder:
             # pending rows are newer than the spill files: written only after them
             if self._restore_spilled(time.monotonic() + self.limits.flush_s):
                 self._write_pending(pending)
-                self._retry = 0
-                return True
-            return False
+            self._retry = 0
+            return True
         except Exception as error:  # down, a full disk, a bug or bad rows: keep them, retry
             self._errors.failed("store", error)
             self.stats.store_up = False
