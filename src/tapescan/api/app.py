@@ -106,6 +106,14 @@ class ScanHealth(BaseModel):
     deltas: int
 
 
+class StoreErrorRecord(BaseModel):
+    where: str
+    error: str
+    count: int
+    first_at: str
+    last_at: str
+
+
 class StoreHealth(BaseModel):
     backend: str
     up: bool
@@ -117,7 +125,10 @@ class StoreHealth(BaseModel):
     lost_rows: int
     interrupted_writes: int
     last_write_ms: float
-    last_error: str
+    failures: int
+    last_error: str  # what fails now (the root cause); empty once writes go through again
+    last_error_at: str | None
+    recent_errors: list[StoreErrorRecord]  # the last distinct causes, newest first
     warmup_source: str
     recovered_bars: int
 
@@ -173,8 +184,9 @@ def health_of(node: NodeView) -> Health:
     failed = monitor.state is FeedState.FAILED
     stats = node.stats
     recorder = node.recorder.stats
+    degraded = bool(recorder.last_error) or not recorder.store_up  # history is not recorded
     return Health(
-        status="failed" if failed else "ok",
+        status="failed" if failed else "degraded" if degraded else "ok",
         version=__version__,
         uptime_s=round((time.monotonic_ns() - node.started_ns) / 1e9, 3),
         feed=FeedHealth(
@@ -215,7 +227,12 @@ def health_of(node: NodeView) -> Health:
             lost_rows=recorder.lost_rows,
             interrupted_writes=recorder.interrupted_writes,
             last_write_ms=round(recorder.last_write_ms, 3),
+            failures=recorder.failures,
             last_error=recorder.last_error,
+            last_error_at=recorder.last_error_at,
+            recent_errors=[
+                StoreErrorRecord(**dataclasses.asdict(r)) for r in recorder.recent_errors
+            ],
             warmup_source=node.recovery.warmup_source,
             recovered_bars=node.recovery.recovered_bars,
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tapescan.store.base import Store, StoreError
+from tapescan.store.base import Store, StoreError, StoreUnavailableError
 from tapescan.store.migrations import Migration
 from tapescan.store.tables import TABLES, TableSpec
 
@@ -21,6 +22,16 @@ _PLACEHOLDER = re.compile(r"%s")
 def sql_string(text: str) -> str:
     """``text`` as a DuckDB string literal (file paths in ``read_parquet``)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Undo a failed transaction without hiding why it failed.
+
+    A COMMIT that fails (a full disk) ends the transaction itself, so ROLLBACK then raises
+    "no transaction is active" and that error would replace the real one.
+    """
+    with contextlib.suppress(duckdb.TransactionException):
+        cursor.execute("ROLLBACK").fetchall()
 
 
 def duck_sql(sql: str) -> str:
@@ -35,20 +46,23 @@ class DuckDbStore(Store):
         super().__init__()
         self.path = path
         self._memory_limit = memory_limit
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(
-                str(path),
-                config={"memory_limit": memory_limit, "preserve_insertion_order": False},
-            )
-        except (OSError, duckdb.Error) as error:
-            raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
-        self._writer = self._con.cursor()
-        self._reader = self._con.cursor()
+        self._connect(StoreError)
         self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, name TEXT, applied_at TIMESTAMPTZ DEFAULT now())"
         ).fetchall()
+
+    def _connect(self, error_type: type[StoreError]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(
+                str(self.path),
+                config={"memory_limit": self._memory_limit, "preserve_insertion_order": False},
+            )
+        except (OSError, duckdb.Error) as error:
+            raise error_type(f"cannot open DuckDB store {self.path}: {error}") from error
+        self._writer = self._con.cursor()
+        self._reader = self._con.cursor()
 
     def _applied_versions(self) -> set[int]:
         with self._write_lock:
@@ -68,7 +82,7 @@ class DuckDbStore(Store):
                 ).fetchall()
                 cursor.execute("COMMIT").fetchall()
             except duckdb.Error:
-                cursor.execute("ROLLBACK").fetchall()
+                _rollback(cursor)
                 raise
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
@@ -88,7 +102,7 @@ class DuckDbStore(Store):
                 ).fetchall()
                 cursor.execute("COMMIT").fetchall()
             except duckdb.Error:
-                cursor.execute("ROLLBACK").fetchall()
+                _rollback(cursor)
                 raise
         finally:
             cursor.unregister("incoming")
@@ -129,7 +143,22 @@ class DuckDbStore(Store):
             self._writer.execute("CHECKPOINT").fetchall()
 
     def reconnect(self) -> None:
-        """An embedded file does not go away; nothing to reconnect."""
+        """Reopen the file if DuckDB gave it up.
+
+        A checkpoint that fails (a full disk) invalidates the database for the process: every
+        later call fails until it is opened again. Opening replays the write-ahead log, so
+        nothing committed is lost; while the disk stays full it may fail again, as an outage.
+        """
+        with self._write_lock, self._read_lock:
+            try:
+                self._writer.execute("SELECT 1").fetchall()
+                return
+            except duckdb.Error:
+                pass
+            for handle in (self._reader, self._writer, self._con):
+                with contextlib.suppress(duckdb.Error):  # an invalidated one may refuse
+                    handle.close()
+            self._connect(StoreUnavailableError)
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:

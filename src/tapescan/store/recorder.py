@@ -34,8 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tapescan.scan.delta import Delta, Snapshot
-from tapescan.store.base import Store, StoreUnavailableError
+from tapescan.store.base import Store, StoreError, StoreUnavailableError
+from tapescan.store.failure import ErrorLog, ErrorRecord
 from tapescan.store.records import ScanEventRows
+from tapescan.store.tables import TABLES
 
 log = logging.getLogger(__name__)
 RETRY_S = (0.5, 1.0, 2.0, 5.0)
@@ -62,7 +64,10 @@ class RecorderStats:
     writes: int = 0
     last_write_ms: float = 0.0
     store_up: bool = True
-    last_error: str = ""
+    failures: int = 0  # failed store calls, spills and recorder errors, all counted
+    last_error: str = ""  # what fails right now; empty once writes go through again
+    last_error_at: str | None = None  # since when (UTC, ISO 8601)
+    recent_errors: tuple[ErrorRecord, ...] = ()  # the last distinct causes, newest first
 
 
 _Item = tuple[str, pa.Table] | tuple[dt.date, Sequence[Delta], Sequence[Snapshot]]
@@ -95,7 +100,15 @@ class Recorder:
         self._busy_since: float | None = None  # the writer is inside a store call since then
         self._spill_seq = 0
         self._restoring = False  # store up and spill files left: no waiting between passes
+        self._pending: dict[str, list[pa.Table]] = {}  # taken from the queue, not yet written
+        self._retry = 0  # index into RETRY_S
+        self._next_try = 0.0  # next reconnect while the store is down (monotonic)
+        self._next_spill = 0.0  # next spill attempt after one failed (a full disk)
+        self._errors = ErrorLog(log)
+        self._dropping = 0  # rows dropped since the store or the spill last took rows
         self.spill_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.spill_dir.glob("*.tmp"):  # a spill cut short: never complete
+            leftover.unlink()
         existing = self._spill_files()
         if existing:
             self._spill_seq = int(existing[-1].name.split("-", 1)[0]) + 1
@@ -157,7 +170,7 @@ class Recorder:
 
     # ------------------------------------------------------------------ writer thread
 
-    def _take(self) -> tuple[list[_Item], int]:
+    def _take(self) -> tuple[list[_Queued], int]:
         with self._cond:
             deadline = time.monotonic() + self.limits.flush_s
             # A pending flush cuts the wait short only while the store can take the rows: with
@@ -171,7 +184,7 @@ class Recorder:
                 if remaining <= 0 or self._queued_rows >= self.limits.queue_rows // 4:
                     break
                 self._cond.wait(remaining)
-            items = [item for item, _ in self._queue]
+            items = list(self._queue)
             self._queue.clear()
             self._queued_rows = 0
             ticket = self._flush_requested
@@ -179,7 +192,16 @@ class Recorder:
 
     def _run(self) -> None:
         try:
-            self._write_loop()
+            while True:
+                try:
+                    self._write_loop()
+                    return
+                except Exception as error:  # a bug: count it, keep the thread, start over
+                    self._errors.failed("recorder", error)
+                    self._publish_errors()
+                    with self._cond:  # no hot loop on a bug that repeats
+                        if self._cond.wait_for(lambda: self._stopping, RETRY_S[-1]):
+                            return
         finally:
             self._done.set()
 
@@ -206,53 +228,29 @@ class Recorder:
                 log.exception("interrupting the store failed")
 
     def _write_loop(self) -> None:
-        pending: dict[str, list[pa.Table]] = {}
-        retry = 0
-        next_try = 0.0
+        pending = self._pending
         while True:
             items, ticket = self._take()
-            for item in items:
-                if len(item) == 2:
-                    name, table = item
-                    pending.setdefault(name, []).append(table)
-                else:
-                    session, deltas, keyframes = item
-                    self._events.add(session, deltas, keyframes)
-                    # entries and events keep their order with the other tables' rows
-                    for event_name, rows in self._events.take():
-                        pending.setdefault(event_name, []).append(rows)
+            grouped = self._group(pending, items)
             stopping = self._stopping
-            if not self.stats.store_up and time.monotonic() >= next_try:
-                try:
-                    self._busy_since = time.monotonic()
-                    self.store.reconnect()
-                    self.stats.store_up, retry = True, 0
-                    log.info("store is back; writing back spilled rows")
-                except Exception as error:  # still down; anything else must not end the thread
-                    if not isinstance(error, StoreUnavailableError):
-                        log.exception("store reconnect failed; trying again")
-                    self.stats.last_error = str(error)
-                    retry = min(retry + 1, len(RETRY_S) - 1)
-                    next_try = time.monotonic() + RETRY_S[retry]
-                finally:
-                    self._busy_since = None
-            if self.stats.store_up:
-                self._busy_since = time.monotonic()
-                try:
-                    # pending rows are newer than the spill files: written only after them
-                    if self._restore_spilled(time.monotonic() + self.limits.flush_s):
-                        self._write_pending(pending)
-                except StoreUnavailableError as error:
-                    self._went_down(error)
-                    next_try = time.monotonic() + RETRY_S[0]
-                except Exception as error:  # a bug or bad rows: keep them (spill) and retry
-                    log.exception("store write failed; rows kept for a retry")
-                    self._went_down(StoreUnavailableError(f"write failed: {error}"))
-                    next_try = time.monotonic() + RETRY_S[-1]
-                finally:
-                    self._busy_since = None
+            wrote = self._write(pending)  # the store took rows (maybe not all yet)
+            spilled = False
             if pending and (stopping or self._pending_rows(pending) > self.limits.queue_rows):
-                self._spill(pending)
+                spilled = self._spill(pending, retry_now=stopping)
+            if pending and (stopping or self._pending_rows(pending) > self.limits.queue_rows):
+                # neither the store nor the spill directory took them: keep what the queue
+                # holds (the newest rows), drop the oldest; at stop nothing can be kept
+                self._drop_oldest(pending, 0 if stopping else self.limits.queue_rows)
+            if spilled or (wrote and not pending):
+                self._errors.cleared("spill")
+            if (spilled or wrote) and self._dropping:
+                log.warning("rows are kept again; %d were dropped meanwhile", self._dropping)
+                self._dropping = 0
+            if wrote:
+                self._errors.cleared("store")
+            if grouped:
+                self._errors.cleared("recorder")
+            self._publish_errors()
             with self._cond:
                 self.stats.queued_rows = self._queued_rows + self._pending_rows(pending)
                 if not pending and self.stats.store_up and not self._spill_files():
@@ -261,19 +259,76 @@ class Recorder:
                 if stopping and not self._queue:
                     return
 
+    def _group(self, pending: dict[str, list[pa.Table]], items: list[_Queued]) -> bool:
+        """Queued items into ``pending`` by table; an item that cannot be encoded is lost."""
+        ok = True
+        for item, rows in items:
+            try:
+                if len(item) == 2:
+                    name, table = item
+                    pending.setdefault(name, []).append(table)
+                else:
+                    session, deltas, keyframes = item
+                    self._events.add(session, deltas, keyframes)
+                    # entries and events keep their order with the other tables' rows
+                    for event_name, event_rows in self._events.take():
+                        pending.setdefault(event_name, []).append(event_rows)
+            except Exception as error:  # a bug in encoding: these rows cannot be written
+                self.stats.lost_rows += rows
+                self._errors.failed("recorder", error)
+                ok = False
+        return ok
+
+    def _write(self, pending: dict[str, list[pa.Table]]) -> bool:
+        """Reconnect when due, then write spilled files and ``pending``; False if one failed.
+
+        A long write-back goes in passes: spill files may be left, then ``pending`` waits.
+        """
+        if not self.stats.store_up and time.monotonic() >= self._next_try:
+            try:
+                self._busy_since = time.monotonic()
+                self.store.reconnect()
+                self.stats.store_up = True
+            except Exception as error:  # still down; anything else must not end the thread
+                self._errors.failed("store", error)
+                self._retry = min(self._retry + 1, len(RETRY_S) - 1)
+                self._next_try = time.monotonic() + RETRY_S[self._retry]
+            finally:
+                self._busy_since = None
+        if not self.stats.store_up:
+            return False
+        self._busy_since = time.monotonic()
+        try:
+            # pending rows are newer than the spill files: written only after them
+            if self._restore_spilled(time.monotonic() + self.limits.flush_s):
+                self._write_pending(pending)
+            self._retry = 0
+            return True
+        except Exception as error:  # down, a full disk, a bug or bad rows: keep them, retry
+            self._errors.failed("store", error)
+            self.stats.store_up = False
+            down = isinstance(error, StoreUnavailableError)
+            self._retry = 0 if down else len(RETRY_S) - 1
+            self._next_try = time.monotonic() + RETRY_S[self._retry]
+            return False
+        finally:
+            self._busy_since = None
+
     @staticmethod
     def _pending_rows(pending: dict[str, list[pa.Table]]) -> int:
         return sum(t.num_rows for tables in pending.values() for t in tables)
 
-    def _went_down(self, error: StoreUnavailableError) -> None:
-        if self.stats.store_up:
-            log.warning("store unavailable, queueing then spilling rows: %s", error)
-        self.stats.store_up = False
-        self.stats.last_error = str(error)
+    def _publish_errors(self) -> None:
+        """Copy the error log into ``stats`` (read by health from other threads)."""
+        self.stats.failures = self._errors.failures
+        self.stats.last_error = self._errors.current
+        self.stats.last_error_at = self._errors.current_since
+        self.stats.recent_errors = self._errors.history
 
     def _write_pending(self, pending: dict[str, list[pa.Table]]) -> None:
         for name in list(pending):
             table = pa.concat_tables(pending[name])
+            pending[name] = [table]  # a retry after a failure does not concatenate again
             began = time.perf_counter()
             self.store.write(name, table)
             elapsed = time.perf_counter() - began
@@ -284,31 +339,75 @@ class Recorder:
             if self._on_write is not None:
                 self._on_write(name, table.num_rows, elapsed)
 
+    def _drop_oldest(self, pending: dict[str, list[pa.Table]], keep_rows: int) -> None:
+        """Drop the oldest rows of the fullest tables until ``keep_rows`` are left; counted."""
+        excess = self._pending_rows(pending) - keep_rows
+        if excess <= 0:
+            return
+        dropped: dict[str, int] = {}
+        while excess > 0:
+            name = max(pending, key=lambda n: sum(t.num_rows for t in pending[n]))
+            tables = pending[name]
+            oldest = tables[0]
+            if oldest.num_rows <= excess:
+                tables.pop(0)
+                if not tables:
+                    del pending[name]
+                count = oldest.num_rows
+            else:
+                tables[0] = oldest.slice(excess)
+                count = excess
+            excess -= count
+            dropped[name] = dropped.get(name, 0) + count
+        if not self._dropping:  # once, not every pass: the count is in lost_rows
+            log.error(
+                "neither the store nor the spill directory takes rows: dropping the oldest "
+                "beyond recorder_queue_rows (%d) until one does (first: %s)",
+                keep_rows,
+                ", ".join(f"{rows} {name}" for name, rows in dropped.items()),
+            )
+        self._dropping += sum(dropped.values())
+        self.stats.lost_rows += sum(dropped.values())
+
     # ------------------------------------------------------------------ spill
 
     def _spill_files(self) -> list[Path]:
         return sorted(self.spill_dir.glob("*.parquet"))
 
-    def _spill(self, pending: dict[str, list[pa.Table]]) -> None:
+    def _spill(self, pending: dict[str, list[pa.Table]], retry_now: bool = False) -> bool:
+        """Move ``pending`` to Parquet files; True when it all went. A full disk keeps them."""
+        if time.monotonic() < self._next_spill and not retry_now:
+            return False
         for name in list(pending):
-            table = pa.concat_tables(pending.pop(name))
+            table = pa.concat_tables(pending[name])
+            pending[name] = [table]
             if self.stats.spill_bytes >= self.limits.spill_max_bytes:
-                self.stats.lost_rows += table.num_rows
-                log.error(
-                    "spill directory full (%d bytes): %d %s rows dropped",
-                    self.stats.spill_bytes,
-                    table.num_rows,
-                    name,
+                self._spill_failed(
+                    StoreError(
+                        f"spill directory full: {self.stats.spill_bytes:,} bytes "
+                        f"(recorder_spill_max_bytes {self.limits.spill_max_bytes:,})"
+                    )
                 )
-                continue
+                return False
             path = self.spill_dir / f"{self._spill_seq:012d}-{name}.parquet"
-            self._spill_seq += 1
             temporary = path.with_suffix(".tmp")
-            pq.write_table(table, temporary, compression="zstd")
-            temporary.rename(path)
+            try:
+                pq.write_table(table, temporary, compression="zstd")
+                temporary.rename(path)
+            except Exception as error:  # a full disk above all; rows stay pending
+                temporary.unlink(missing_ok=True)
+                self._spill_failed(error)
+                return False
+            del pending[name]
+            self._spill_seq += 1
             self.stats.spilled_rows += table.num_rows
             self.stats.spill_files += 1
             self.stats.spill_bytes += path.stat().st_size
+        return True
+
+    def _spill_failed(self, error: BaseException) -> None:
+        self._errors.failed("spill", error)
+        self._next_spill = time.monotonic() + RETRY_S[-1]  # not every pass on a full disk
 
     def _restore_spilled(self, deadline: float) -> bool:
         """Write spilled files back, oldest first, until ``deadline``; True when none is left."""
@@ -318,8 +417,16 @@ class Recorder:
             if time.monotonic() >= deadline and done > 0:
                 self._restoring = True
                 return False
-            name = path.stem.split("-", 1)[1]
-            table = pq.read_table(path)
+            name = path.stem.split("-", 1)[-1]
+            try:
+                if name not in TABLES:
+                    raise StoreError(f"spill file {path.name} names no table")
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException, StoreError) as error:
+                if isinstance(error, OSError) and error.errno is not None:
+                    raise  # the disk, not the file: try again later
+                self._set_aside(path, error)
+                continue
             size = path.stat().st_size
             self.store.write(name, table)
             path.unlink()
@@ -328,3 +435,11 @@ class Recorder:
             self.stats.spill_files -= 1
             self.stats.spill_bytes -= size
         return True
+
+    def _set_aside(self, path: Path, error: BaseException) -> None:
+        """A spill file that cannot be read is renamed ``.bad`` (kept for a person to look at)."""
+        self._errors.failed("spill", error)
+        size = path.stat().st_size
+        path.rename(path.with_suffix(".bad"))
+        self.stats.spill_files -= 1
+        self.stats.spill_bytes -= size
