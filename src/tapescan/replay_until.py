@@ -11,6 +11,7 @@ from tapescan.feeds.base import Feed
 from tapescan.indicators.catalog import COLUMNS, Kind
 from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import FastClock
+from tapescan.ops.memory import release_free_memory
 from tapescan.scan.definition import ScanDefinition
 from tapescan.scan.scanner import Scanner, text_columns
 from tapescan.state.market_state import MarketState
@@ -22,6 +23,7 @@ async def state_at(feed: Feed, calendar: MarketCalendar, until_ns: int) -> Marke
     state = MarketState(feed.universe, calendar, session)
     state.load_reference(feed.reference())
     state.load_warmup(feed.warmup(session))
+    release_free_memory()  # the warm-up's history arrays (~180 MB at 12,000 symbols) are gone
     start = calendar.session(session).pre_open_ns
     async for event in feed.events(FastClock(start), start, until_ns):
         state.apply_event(event)

@@ -306,3 +306,24 @@ async def test_a_replay_waiting_for_its_clock_can_be_cancelled(tmp_path: Path) -
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_file_out_of_time_order_replays_the_same_batches_as_one_in_order(
+    tmp_path: Path, simulated: SimulatedFiles
+) -> None:
+    """Files in time order stream straight through; others are sorted by DuckDB first."""
+    bars = pq.read_table(simulated.parquet.minute_bars)
+    shuffled = bars.take(np.random.default_rng(9).permutation(bars.num_rows))
+    pq.write_table(shuffled, tmp_path / "minute_bars.parquet")
+    files = simulated.parquet
+    out_of_order = ReplayFeed.open(tmp_path / "minute_bars.parquet", files.daily_bars)
+    in_order = ReplayFeed.open(files.minute_bars, files.daily_bars)
+    assert in_order.summary.minute_bars.time_ordered
+    assert not out_of_order.summary.minute_bars.time_ordered
+    times = CAL.session(DAY)
+    window = (times.pre_open_ns + 3_600_000_000_000, times.regular_close_ns)
+    expected = batches_of(await replay(in_order, *window))
+    got = batches_of(await replay(out_of_order, *window))
+    assert [b.ts_event_ns for b in got] == [b.ts_event_ns for b in expected]
+    for name in FIELDS:
+        assert np.array_equal(column(got, name), column(expected, name)), name

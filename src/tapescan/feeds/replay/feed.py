@@ -153,7 +153,11 @@ class ReplayFeed:
         )
         reached_ns = start_ns
         with MinuteBarReader(
-            self.files.minute_bars, from_ns=day_start_ns, end_ns=end_ns, limits=self._limits
+            self.files.minute_bars,
+            from_ns=day_start_ns,
+            end_ns=end_ns,
+            time_ordered=self.summary.minute_bars.time_ordered,
+            limits=self._limits,
         ) as reader:
             groups = minute_groups(self._indexed(reader.batches()))
             while (group := await _next_in_thread(groups)) is not None:
