@@ -20,6 +20,9 @@ from tapescan.state.market_state import MarketState
 async def state_at(feed: Feed, calendar: MarketCalendar, until_ns: int) -> MarketState:
     """State of the trading day holding ``until_ns``: warm-up, then every event up to it."""
     session = calendar.trading_day(until_ns)
+    require_session = getattr(feed, "require_session", None)  # a replay of files says which days
+    if callable(require_session):
+        require_session(session)
     state = MarketState(feed.universe, calendar, session)
     state.load_reference(feed.reference())
     state.load_warmup(feed.warmup(session))
@@ -43,8 +46,8 @@ def symbol_values(columns: Mapping[str, Any], text: Mapping[str, Any], row: int)
             values[column.name] = None
         elif column.kind is Kind.FLAG:
             values[column.name] = bool(value)
-        elif column.kind is Kind.COUNT:
-            values[column.name] = int(value)
+        elif column.kind is Kind.COUNT and value.is_integer():
+            values[column.name] = int(value)  # a mean or a dollar amount keeps its fraction
         else:
             values[column.name] = value
     return values

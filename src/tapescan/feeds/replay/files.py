@@ -57,6 +57,7 @@ class Column:
     name: str
     type: pa.DataType
     required: bool = True
+    rounded: bool = False  # a whole number that sources give with fractions: round it
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +107,9 @@ SPECS: dict[FileKind, FileSpec] = {
             Column("symbol", pa.string()),
             Column("name", pa.string(), required=False),
             Column("exchange", pa.string(), required=False),
-            Column("float_shares", pa.int64(), required=False),
-            Column("shares_outstanding", pa.int64(), required=False),
+            # Vendors derive share counts (e.g. from market cap / price) and send fractions.
+            Column("float_shares", pa.int64(), required=False, rounded=True),
+            Column("shares_outstanding", pa.int64(), required=False, rounded=True),
             Column("market_cap", pa.float64(), required=False),
             Column("sector", pa.string(), required=False),
         ),
@@ -201,6 +203,15 @@ def _to_int(raw: pa.Array) -> pa.Array:
     if not _is_number(raw.type):
         raise _WrongTypeError
     return pc.cast(raw, pa.int64())
+
+
+def _to_rounded_int(raw: pa.Array) -> pa.Array:
+    """A whole number, fractions rounded to the nearest (halves to even)."""
+    try:
+        return _to_int(raw)
+    except pa.ArrowInvalid:
+        numbers = _to_float(raw)
+        return pc.cast(pc.round(numbers), pa.int64())
 
 
 def _to_timestamp(raw: pa.Array) -> pa.Array:
@@ -407,7 +418,7 @@ class FileSource:
         if column.name not in self.stored:
             return pa.nulls(raw.num_rows, column.type)
         values = raw.column(column.name)
-        convert = _CONVERTERS[column.type]
+        convert = _to_rounded_int if column.rounded else _CONVERTERS[column.type]
         description = _DESCRIPTIONS[column.type]
         try:
             return convert(values)
