@@ -11,6 +11,7 @@ from tapescan.feeds.base import Feed
 from tapescan.indicators.catalog import COLUMNS, Kind
 from tapescan.market.calendar import MarketCalendar, ns_to_utc
 from tapescan.market.clock import FastClock
+from tapescan.ops.memory import release_free_memory
 from tapescan.scan.definition import ScanDefinition
 from tapescan.scan.scanner import Scanner, text_columns
 from tapescan.state.market_state import MarketState
@@ -19,9 +20,13 @@ from tapescan.state.market_state import MarketState
 async def state_at(feed: Feed, calendar: MarketCalendar, until_ns: int) -> MarketState:
     """State of the trading day holding ``until_ns``: warm-up, then every event up to it."""
     session = calendar.trading_day(until_ns)
+    require_session = getattr(feed, "require_session", None)  # a replay of files says which days
+    if callable(require_session):
+        require_session(session)
     state = MarketState(feed.universe, calendar, session)
     state.load_reference(feed.reference())
     state.load_warmup(feed.warmup(session))
+    release_free_memory()  # the warm-up's history arrays (~180 MB at 12,000 symbols) are gone
     start = calendar.session(session).pre_open_ns
     async for event in feed.events(FastClock(start), start, until_ns):
         state.apply_event(event)
@@ -41,8 +46,8 @@ def symbol_values(columns: Mapping[str, Any], text: Mapping[str, Any], row: int)
             values[column.name] = None
         elif column.kind is Kind.FLAG:
             values[column.name] = bool(value)
-        elif column.kind is Kind.COUNT:
-            values[column.name] = int(value)
+        elif column.kind is Kind.COUNT and value.is_integer():
+            values[column.name] = int(value)  # a mean or a dollar amount keeps its fraction
         else:
             values[column.name] = value
     return values

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -107,7 +108,9 @@ def test_printed_scans_are_rederived_exactly_from_the_printed_symbols(
             for column, value in zip(printed["columns"][1:], row[1:], strict=True):
                 full = symbols[row[0]][column]
                 assert (value is None) == (full is None)
-                if isinstance(full, float):
+                if isinstance(full, float) and isinstance(value, int):  # a count, rounded
+                    assert abs(value - full) <= 0.5, (column, value, full)
+                elif isinstance(full, float):
                     assert math.isclose(
                         value, full, abs_tol=0.0051 if full >= 1 or column != "price" else 0.00005
                     )
@@ -187,3 +190,41 @@ def test_scans_json_lists_builtin_and_user_scans(tmp_path: Path) -> None:
     result = runner.invoke(app, ["scans", "--scans", str(bad)])
     assert result.exit_code == 2
     assert "limit: must be a whole number from 1 to 200" in result.output
+
+
+@pytest.mark.parametrize("until", ["2026-11-27T10:00:00-05:00", "2026-11-10T12:00:00-05:00"])
+def test_replay_until_a_day_the_files_do_not_hold_is_an_error_naming_the_days_they_do(
+    paths: DatasetPaths, until: str
+) -> None:
+    base = ["replay", "--bars", str(paths.minute_bars), "--daily", str(paths.daily_bars)]
+    result = runner.invoke(app, [*base, "--until", until])
+    assert result.exit_code == 1, result.output
+    day = until[:10]
+    held = ", ".join(d.isoformat() for d in [*CAL.previous_sessions(LAST_DAY, 10), LAST_DAY])
+    message = f"minute_bars.parquet has no minute bars for {day}; it holds 11 sessions: {held}"
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_full_precision_values_keep_the_fraction_of_averages_and_dollar_amounts(
+    paths: DatasetPaths,
+) -> None:
+    symbols = replay(paths, "2026-11-25T11:00:00-05:00")["symbols"]
+    for column in ("avg_volume_20d", "dollar_volume"):
+        values = [v[column] for v in symbols.values() if v[column] is not None]
+        assert values, column
+        assert any(isinstance(v, float) and not v.is_integer() for v in values), column
+    assert all(isinstance(v["volume"], int) for v in symbols.values())
+
+
+def test_symbol_values_give_whole_counts_as_integers_and_the_rest_as_they_are() -> None:
+    from tapescan.indicators.catalog import COLUMNS, Kind  # noqa: PLC0415
+    from tapescan.replay_until import symbol_values  # noqa: PLC0415
+
+    numbers = {c.name: np.array([1234.5]) for c in COLUMNS if c.kind is not Kind.TEXT}
+    numbers["volume"] = np.array([1200.0])
+    text = {c.name: np.array(["x"]) for c in COLUMNS if c.kind is Kind.TEXT}
+    values = symbol_values(numbers, text, 0)
+    assert values["avg_volume_20d"] == 1234.5
+    assert values["dollar_volume"] == 1234.5
+    assert values["volume"] == 1200
+    assert isinstance(values["volume"], int)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tapescan.feeds.base import FeedError
-from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, SLOTS_PER_DAY
+from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, MINUTE_HISTORY_SESSIONS, SLOTS_PER_DAY
 from tapescan.feeds.replay import ReadLimits, ReplayFeed, ReplayFileError
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
@@ -124,12 +125,11 @@ async def test_earlier_trading_days_are_left_to_the_warm_up(tmp_path: Path) -> N
     starts = [at(15, 59, PREVIOUS_DAY), at(19, 59, PREVIOUS_DAY), at(4, 0), at(4, 1)]
     feed = ReplayFeed.from_files(write_files(tmp_path, "parquet", minute_bars(["AAA"], starts)))
     assert feed.sessions == (PREVIOUS_DAY, DAY)
-    assert feed.first_session() == PREVIOUS_DAY
-    assert feed.default_start_ns() == CAL.session(PREVIOUS_DAY).pre_open_ns
     emitted = [int(b.start_ns[0]) for b in batches_of(await replay(feed, at(9, 30)))]
     assert emitted == [at(4, 0), at(4, 1)]
     from_first = [
-        int(b.start_ns[0]) for b in batches_of(await replay(feed, feed.default_start_ns()))
+        int(b.start_ns[0])
+        for b in batches_of(await replay(feed, CAL.session(PREVIOUS_DAY).pre_open_ns))
     ]
     assert from_first == starts
 
@@ -306,3 +306,64 @@ async def test_a_replay_waiting_for_its_clock_can_be_cancelled(tmp_path: Path) -
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_file_out_of_time_order_replays_the_same_batches_as_one_in_order(
+    tmp_path: Path, simulated: SimulatedFiles
+) -> None:
+    """Files in time order stream straight through; others are sorted by DuckDB first."""
+    bars = pq.read_table(simulated.parquet.minute_bars)
+    shuffled = bars.take(np.random.default_rng(9).permutation(bars.num_rows))
+    pq.write_table(shuffled, tmp_path / "minute_bars.parquet")
+    files = simulated.parquet
+    out_of_order = ReplayFeed.open(tmp_path / "minute_bars.parquet", files.daily_bars)
+    in_order = ReplayFeed.open(files.minute_bars, files.daily_bars)
+    assert in_order.summary.minute_bars.time_ordered
+    assert not out_of_order.summary.minute_bars.time_ordered
+    times = CAL.session(DAY)
+    window = (times.pre_open_ns + 3_600_000_000_000, times.regular_close_ns)
+    expected = batches_of(await replay(in_order, *window))
+    got = batches_of(await replay(out_of_order, *window))
+    assert [b.ts_event_ns for b in got] == [b.ts_event_ns for b in expected]
+    for name in FIELDS:
+        assert np.array_equal(column(got, name), column(expected, name)), name
+
+
+def _files_with_sessions(directory: Path, minute_days: int, daily_days: int) -> ReplayFeed:
+    """Minute bars of the ``minute_days`` sessions to DAY, daily bars of ``daily_days`` before."""
+    minute = [*CAL.previous_sessions(DAY, minute_days - 1), DAY]
+    daily = CAL.previous_sessions(minute[0], daily_days) + minute
+    bars = minute_bars(["AAA"], [at(9, 30, day) for day in minute])
+    return ReplayFeed.from_files(
+        write_files(directory, "parquet", bars, daily_bars(["AAA"], daily))
+    )
+
+
+def test_a_run_starts_on_the_first_day_with_a_complete_rvol_baseline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not on the first day of the files, which has no earlier sessions for RVOL."""
+    feed = _files_with_sessions(tmp_path, 14, DAILY_HISTORY_SESSIONS)
+    eleventh = feed.sessions[MINUTE_HISTORY_SESSIONS]
+    with caplog.at_level(logging.INFO, "tapescan.feeds.replay.feed"):
+        assert feed.first_session() == eleventh
+    assert feed.default_start_ns() == CAL.session(eleventh).pre_open_ns
+    assert f"replay starts on {eleventh}, the first day with a complete RVOL baseline" in (
+        caplog.text
+    )
+    assert feed.warmup(eleventh).slot_volume.keys() == set(feed.sessions[:10])
+
+
+def test_without_a_complete_baseline_a_run_starts_on_the_last_day_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for minute_days, daily_days in ((5, DAILY_HISTORY_SESSIONS), (14, 20)):
+        directory = tmp_path / f"{minute_days}-{daily_days}"
+        directory.mkdir()
+        feed = _files_with_sessions(directory, minute_days, daily_days)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "tapescan.feeds.replay.feed"):
+            assert feed.first_session() == DAY
+        assert f"replay starts on {DAY}, the last day, with a partial RVOL baseline" in (
+            caplog.text
+        )

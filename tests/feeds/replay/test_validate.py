@@ -21,6 +21,7 @@ from tapescan.feeds.replay import (
     validate_file,
     validate_files,
 )
+from tapescan.feeds.replay.reader import read_reference
 from tests.feeds.replay.conftest import SYMBOLS, SimulatedFiles
 from tests.feeds.replay.helpers import (
     DAY,
@@ -365,3 +366,28 @@ def test_daily_dates_stored_as_midnight_timestamps_are_accepted(tmp_path: Path) 
     path = write(tmp_path / "daily_bars.parquet", table.set_column(1, "date", shifted))
     with pytest.raises(ReplayFileError, match=r"row 5, field 'date': .* is not a date"):
         validate_file(path, FileKind.DAILY_BARS)
+
+
+@pytest.mark.parametrize("file_format", FORMATS)
+def test_fractional_share_counts_in_a_reference_file_are_rounded(
+    tmp_path: Path, file_format: str
+) -> None:
+    table = valid_reference().append_column(
+        "shares_outstanding", pa.array([23738865.8, 1000.5, 7.0])
+    )
+    table = table.set_column(2, "float_shares", pa.array([1.4, 2.5, 3.5]))
+    path = write(tmp_path / f"reference.{file_format}", table)
+    assert validate_file(path, FileKind.REFERENCE).rows == 3
+    read = read_reference(path)
+    assert read.column("shares_outstanding").to_pylist() == [23738866, 1000, 7]
+    assert read.column("float_shares").to_pylist() == [1, 2, 4]  # halves to even
+    for bad, says in (
+        (math.nan, "'?nan'? is not a whole number"),
+        (-3.2, "shares_outstanding -3 is negative"),
+    ):
+        shares = pa.array([5.0, bad, 7.0])
+        path = write(
+            tmp_path / f"bad.{file_format}", table.set_column(3, "shares_outstanding", shares)
+        )
+        with pytest.raises(ReplayFileError, match=f"row 2.*field 'shares_outstanding': {says}"):
+            validate_file(path, FileKind.REFERENCE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -17,11 +18,23 @@ import pyarrow as pa
 from tapescan.feeds.replay.files import ReplayFileError
 
 
+def duckdb_failure(path: Path, doing: str, error: duckdb.Error) -> ReplayFileError:
+    """A DuckDB error as one line naming the file (DuckDB adds lines of advice to some)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return ReplayFileError(path, f"{doing} failed: {lines[0] if lines else type(error).__name__}")
+
+
 @contextmanager
 def duckdb_connection(memory_limit: str) -> Iterator[Any]:
     """An in-memory DuckDB capped at ``memory_limit``, spilling to a directory removed after."""
     with tempfile.TemporaryDirectory(prefix="tapescan-replay-") as spill:
-        connection = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill})
+        connection = duckdb.connect(
+            config={
+                "memory_limit": memory_limit,
+                "temp_directory": spill,
+                "preserve_insertion_order": False,
+            }
+        )
         try:
             yield connection
         finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
+import logging
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,6 +35,8 @@ from tapescan.model import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+SHOWN_DAYS = 12  # trading days listed in full in a message; more are shortened
 S = TypeVar("S", bound=np.generic)
 
 
@@ -100,13 +104,66 @@ class ReplayFeed:
         """The trading days that have minute bars, ascending."""
         return self.summary.minute_bars.sessions
 
+    def complete_session(self) -> dt.date | None:
+        """The first trading day with a complete warm-up in the files, None when none has.
+
+        Complete: MINUTE_HISTORY_SESSIONS earlier sessions of minute bars (the RVOL baseline)
+        and DAILY_HISTORY_SESSIONS earlier dates of daily bars (previous close, ATR, 20-day
+        average volume).
+        """
+        daily = self.summary.daily_bars.sessions
+        for position, day in enumerate(self.sessions):
+            earlier_daily = bisect.bisect_left(daily, day)
+            if position >= MINUTE_HISTORY_SESSIONS and earlier_daily >= DAILY_HISTORY_SESSIONS:
+                return day
+        return None
+
+    def start_session(self) -> dt.date:
+        """Where a replay starts by default: the first day with a complete warm-up, else the
+        last day of the files (the most history a day of these files can have)."""
+        complete = self.complete_session()
+        return complete if complete is not None else self.sessions[-1]
+
     def first_session(self) -> dt.date:
-        """The first trading day with minute bars."""
-        return self.sessions[0]
+        """The session a run replays first (start_session), saying why in the log."""
+        day = self.start_session()
+        earlier = self.sessions.index(day)
+        daily = bisect.bisect_left(self.summary.daily_bars.sessions, day)
+        files = f"the files hold {_days(self.sessions)}"
+        if self.complete_session() == day:
+            log.info(
+                "replay starts on %s, the first day with a complete RVOL baseline (%d earlier "
+                "sessions of minute bars) and daily history (%d dates); %s",
+                day,
+                earlier,
+                daily,
+                files,
+            )
+        else:
+            log.warning(
+                "replay starts on %s, the last day, with a partial RVOL baseline: no day has "
+                "%d earlier sessions of minute bars and %d dates of daily bars (this one has "
+                "%d and %d); %s",
+                day,
+                MINUTE_HISTORY_SESSIONS,
+                DAILY_HISTORY_SESSIONS,
+                earlier,
+                daily,
+                files,
+            )
+        return day
 
     def default_start_ns(self) -> int:
-        """04:00 ET of the first session with minute bars: where a replay starts by default."""
-        return self._calendar.session(self.first_session()).pre_open_ns
+        """04:00 ET of start_session(): where a replay starts by default."""
+        return self._calendar.session(self.start_session()).pre_open_ns
+
+    def require_session(self, session: dt.date) -> None:
+        """Raise FeedError unless the minute-bar file has bars of trading day ``session``."""
+        if session not in self.sessions:
+            raise FeedError(
+                f"{self.files.minute_bars.name} has no minute bars for {session.isoformat()}; "
+                f"it holds {_days(self.sessions)}"
+            )
 
     def reference(self) -> pa.Table:
         """One row per universe symbol in universe order; symbols the file lacks are null."""
@@ -153,7 +210,11 @@ class ReplayFeed:
         )
         reached_ns = start_ns
         with MinuteBarReader(
-            self.files.minute_bars, from_ns=day_start_ns, end_ns=end_ns, limits=self._limits
+            self.files.minute_bars,
+            from_ns=day_start_ns,
+            end_ns=end_ns,
+            time_ordered=self.summary.minute_bars.time_ordered,
+            limits=self._limits,
         ) as reader:
             groups = minute_groups(self._indexed(reader.batches()))
             while (group := await _next_in_thread(groups)) is not None:
@@ -190,6 +251,15 @@ class ReplayFeed:
             yield pa.record_batch(
                 [*batch.columns, rows], names=[*batch.schema.names, "symbol_index"]
             )
+
+
+def _days(days: Sequence[dt.date]) -> str:
+    """Trading days for a message: all of them when few, else the first and last few."""
+    shown = [day.isoformat() for day in days]
+    if len(shown) > SHOWN_DAYS:
+        half = SHOWN_DAYS // 2
+        shown = [*shown[:half], "...", *shown[-half:]]
+    return f"{len(days)} session{'s' if len(days) != 1 else ''}: {', '.join(shown)}"
 
 
 def _universe(summary: ReplaySummary) -> Universe:

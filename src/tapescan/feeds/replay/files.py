@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tapescan.feeds.base import FeedError
 
 UTC_NS = pa.timestamp("ns", tz="UTC")
+PARQUET_BUFFER_BYTES = 1 << 20  # read buffer per Parquet column while streaming a file
 
 
 class ReplayFileError(FeedError):
@@ -56,6 +57,7 @@ class Column:
     name: str
     type: pa.DataType
     required: bool = True
+    rounded: bool = False  # a whole number that sources give with fractions: round it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +107,9 @@ SPECS: dict[FileKind, FileSpec] = {
             Column("symbol", pa.string()),
             Column("name", pa.string(), required=False),
             Column("exchange", pa.string(), required=False),
-            Column("float_shares", pa.int64(), required=False),
-            Column("shares_outstanding", pa.int64(), required=False),
+            # Vendors derive share counts (e.g. from market cap / price) and send fractions.
+            Column("float_shares", pa.int64(), required=False, rounded=True),
+            Column("shares_outstanding", pa.int64(), required=False, rounded=True),
             Column("market_cap", pa.float64(), required=False),
             Column("sector", pa.string(), required=False),
         ),
@@ -128,7 +131,9 @@ class ReadLimits:
 
     batch_rows: int = 65_536  # Parquet rows per batch; rows per batch fetched from DuckDB
     csv_block_bytes: int = 4 << 20  # CSV text parsed per batch
-    memory_limit: str = "512MB"  # DuckDB spills sorts and groupings to disk beyond this
+    # DuckDB's cap when it sorts a minute-bar file that is not in time order; it spills to a
+    # temporary directory beyond this. Files in time order and validation do not use DuckDB.
+    memory_limit: str = "128MB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +203,15 @@ def _to_int(raw: pa.Array) -> pa.Array:
     if not _is_number(raw.type):
         raise _WrongTypeError
     return pc.cast(raw, pa.int64())
+
+
+def _to_rounded_int(raw: pa.Array) -> pa.Array:
+    """A whole number, fractions rounded to the nearest (halves to even)."""
+    try:
+        return _to_int(raw)
+    except pa.ArrowInvalid:
+        numbers = _to_float(raw)
+        return pc.cast(pc.round(numbers), pa.int64())
 
 
 def _to_timestamp(raw: pa.Array) -> pa.Array:
@@ -291,11 +305,17 @@ class FileSource:
         # Rows are the lines after the header: the CSV reader rejects line breaks in values.
         return f"row {row} (line {row + 1})" if self.is_csv else f"row {row}"
 
-    def batches(self, columns: Sequence[str] | None = None) -> Iterator[Rows]:
-        """The file from the top in canonical types; optional columns it lacks are all null."""
+    def batches(
+        self, columns: Sequence[str] | None = None, *, from_row_group: int = 0
+    ) -> Iterator[Rows]:
+        """The file in canonical types; optional columns it lacks are all null.
+
+        ``from_row_group`` (Parquet) leaves out the row groups before it; rows keep their numbers.
+        """
         wanted = [c for c in self.spec.columns if columns is None or c.name in columns]
-        first = 0
-        for raw in self._raw_batches([c.name for c in wanted if c.name in self.stored]):
+        first = self._rows_before(from_row_group)
+        names = [c.name for c in wanted if c.name in self.stored]
+        for raw in self._raw_batches(names, from_row_group):
             arrays = [self._convert(raw, column, first) for column in wanted]
             schema = pa.schema([(column.name, column.type) for column in wanted])
             yield Rows(first, pa.record_batch(arrays, schema=schema))
@@ -328,14 +348,55 @@ class FileSource:
                 found = ", ".join(self.stored) or "none"
                 raise self.error(f"required column is missing (found: {found})", None, column.name)
 
-    def _raw_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
+    def row_groups_before(self, column: str, value_ns: int) -> int:
+        """How many leading Parquet row groups hold only instants of ``column`` before
+        ``value_ns``, by the groups' statistics (0 for CSV or without statistics).
+
+        Only meaningful for a file in ``column`` order, where those groups can be skipped.
+        """
+        if self.is_csv:
+            return 0
+        try:
+            with pq.ParquetFile(self.path) as parquet:
+                stored = parquet.schema_arrow.field(column).type
+                if not pa.types.is_timestamp(stored) or stored.tz is None:
+                    return 0
+                ns_per_unit = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[stored.unit]
+                position = parquet.schema_arrow.get_field_index(column)
+                metadata = parquet.metadata
+                for group in range(metadata.num_row_groups):
+                    chunk = metadata.row_group(group).column(position)
+                    stats = chunk.statistics
+                    if chunk.physical_type != "INT64" or stats is None or not stats.has_min_max:
+                        return group
+                    if int(stats.max_raw) * ns_per_unit >= value_ns:
+                        return group
+                groups: int = metadata.num_row_groups
+                return groups
+        except (OSError, pa.ArrowException, KeyError):
+            return 0  # the rows themselves say what is wrong
+
+    def _rows_before(self, row_group: int) -> int:
+        if row_group == 0:
+            return 0
+        with pq.ParquetFile(self.path) as parquet:
+            metadata = parquet.metadata
+            return sum(metadata.row_group(k).num_rows for k in range(row_group))
+
+    def _raw_batches(self, names: list[str], from_row_group: int = 0) -> Iterator[pa.RecordBatch]:
         try:
             if self.is_csv:
                 yield from self._csv_batches(names)
             else:
-                with pq.ParquetFile(self.path) as parquet:
+                # pre_buffer would cache every column chunk it read until the file closes, and
+                # without buffer_size a whole column chunk is read at once: both grow with the
+                # file. Buffered reads keep one batch (and a buffer per column) in memory.
+                with pq.ParquetFile(
+                    self.path, pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES
+                ) as parquet:
+                    groups = list(range(from_row_group, parquet.metadata.num_row_groups))
                     yield from parquet.iter_batches(
-                        batch_size=self.limits.batch_rows, columns=names
+                        batch_size=self.limits.batch_rows, columns=names, row_groups=groups
                     )
         except pa.ArrowException as exc:
             raise ReplayFileError(self.path, f"cannot read the file: {exc}") from exc
@@ -357,7 +418,7 @@ class FileSource:
         if column.name not in self.stored:
             return pa.nulls(raw.num_rows, column.type)
         values = raw.column(column.name)
-        convert = _CONVERTERS[column.type]
+        convert = _to_rounded_int if column.rounded else _CONVERTERS[column.type]
         description = _DESCRIPTIONS[column.type]
         try:
             return convert(values)

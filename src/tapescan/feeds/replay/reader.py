@@ -1,8 +1,9 @@
 """Reading validated replay files: minute bars in time order, daily bars and reference whole.
 
-Minute-bar files can be larger than memory and in any row order, so they stream through DuckDB,
-which sorts them within a memory limit (spilling to a temporary directory) and hands the sorted
-rows back batch by batch.
+Minute-bar files can be larger than memory and in any row order. A file already in time order
+(the usual case: vendors and the simulator write them so) streams straight through; any other
+goes through DuckDB, which sorts it within a memory limit (spilling to a temporary directory)
+and hands the sorted rows back batch by batch.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tapescan.feeds.replay.duck import GuardedStream, arrow_reader, duckdb_connection
+from tapescan.feeds.replay.duck import (
+    GuardedStream,
+    arrow_reader,
+    duckdb_connection,
+    duckdb_failure,
+)
 from tapescan.feeds.replay.files import FileKind, FileSource, ReadLimits
 from tapescan.model import NS_PER_MINUTE
 
@@ -79,10 +86,15 @@ def _table(source: FileSource, batches: Iterator[pa.RecordBatch]) -> pa.Table:
 
 
 class MinuteBarReader:
-    """Minute bars of one file sorted by (start, symbol), fetched from DuckDB batch by batch.
+    """Minute bars of one file in time order, batch by batch, each minute's bars together.
 
-    ``from_ns`` drops bars that start before it and ``end_ns`` bars that end after it; both are
-    applied before the sort so that DuckDB holds only the bars that will be replayed.
+    ``from_ns`` drops bars that start before it and ``end_ns`` bars that end after it. A file
+    already in time order (``time_ordered``, as validation found it) streams straight through:
+    Parquet row groups wholly before ``from_ns`` are skipped by their statistics and reading
+    stops at the first bar past ``end_ns``, so memory is one batch whatever the file's size.
+    Any other file is sorted by DuckDB by (start, symbol) within its memory limit, spilling to
+    a temporary directory; the window is applied first so that DuckDB holds only the bars that
+    will be replayed.
     """
 
     def __init__(
@@ -91,12 +103,15 @@ class MinuteBarReader:
         *,
         from_ns: int | None = None,
         end_ns: int | None = None,
+        time_ordered: bool = False,
         limits: ReadLimits | None = None,
     ) -> None:
         self._source = FileSource(path, FileKind.MINUTE_BARS, limits)
         self._limits = self._source.limits
         self._from_ns = from_ns
         self._end_ns = end_ns
+        self._time_ordered = time_ordered
+        self._past_end = False  # a batch has passed end_ns: in a time-ordered file, the rest do
         self._resources = ExitStack()
 
     def __enter__(self) -> MinuteBarReader:
@@ -114,7 +129,25 @@ class MinuteBarReader:
         self._resources.close()
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """The bars in MINUTE_ROW_SCHEMA; the sort runs when the first batch is asked for."""
+        """The bars in MINUTE_ROW_SCHEMA, in time order (and by symbol within a minute after a
+        sort); a sort runs when the first batch is asked for."""
+        if self._time_ordered:
+            yield from self._in_file_order()
+            return
+        try:
+            yield from self._sorted()
+        except duckdb.Error as exc:
+            raise duckdb_failure(self._source.path, "sorting the minute bars", exc) from None
+
+    def _in_file_order(self) -> Iterator[pa.RecordBatch]:
+        skip = 0 if self._from_ns is None else self._source.row_groups_before("ts", self._from_ns)
+        for batch in self._unsorted(skip):
+            if batch.num_rows:
+                yield _with_defaults(batch)
+            if self._past_end:
+                return
+
+    def _sorted(self) -> Iterator[pa.RecordBatch]:
         connection = self._resources.enter_context(duckdb_connection(self._limits.memory_limit))
         stream = GuardedStream(MINUTE_ROW_SCHEMA, self._unsorted())
         connection.register("minute_bars", stream.reader())
@@ -126,11 +159,15 @@ class MinuteBarReader:
             yield batch
         stream.raise_failure()
 
-    def _unsorted(self) -> Iterator[pa.RecordBatch]:
-        for rows in self._source.batches(MINUTE_COLUMNS):
+    def _unsorted(self, from_row_group: int = 0) -> Iterator[pa.RecordBatch]:
+        batches = self._source.batches(MINUTE_COLUMNS, from_row_group=from_row_group)
+        for rows in batches:
             batch = rows.batch
             start = pc.cast(batch.column("ts"), pa.int64())
-            keep = self._window(start.to_numpy())
+            start_ns = start.to_numpy()
+            keep = self._window(start_ns)
+            if self._end_ns is not None and len(start_ns):
+                self._past_end = int(start_ns[-1]) + NS_PER_MINUTE > self._end_ns
             if keep is not None:
                 batch, start = batch.filter(keep), start.filter(keep)
             columns = [batch.column(name) for name in MINUTE_COLUMNS]
@@ -146,6 +183,22 @@ class MinuteBarReader:
         if self._end_ns is not None:
             keep &= start_ns + NS_PER_MINUTE <= self._end_ns
         return pa.array(keep)
+
+
+def _with_defaults(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Absent vwap as the typical price and absent trades as 0, as _SORTED_QUERY gives them."""
+    names = MINUTE_ROW_SCHEMA.names
+    typical = pc.divide(
+        pc.add(
+            pc.add(pc.add(batch.column("open"), batch.column("high")), batch.column("low")),
+            batch.column("close"),
+        ),
+        4.0,
+    )
+    columns = list(batch.columns)
+    columns[names.index("vwap")] = pc.coalesce(batch.column("vwap"), typical)
+    columns[names.index("trades")] = pc.coalesce(batch.column("trades"), pa.scalar(0, pa.int64()))
+    return pa.record_batch(columns, schema=MINUTE_ROW_SCHEMA)
 
 
 def minute_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:

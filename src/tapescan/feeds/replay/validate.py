@@ -1,14 +1,14 @@
 """Validation of replay files in one streaming pass, with errors that name file, row and field.
 
-Row checks run batch by batch on the canonical columns; duplicate keys need the whole file, so
-the key columns of every batch stream into DuckDB, which groups them within its memory limit.
-The first problem in file order is reported.
+Row checks run batch by batch on the canonical columns; duplicate keys are found as the rows
+stream by, with one bit per possible key (feeds/replay/seen.py), so memory does not grow with
+the number of rows. The first problem in file order is reported.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tapescan.feeds.replay.days import TradingDays
-from tapescan.feeds.replay.duck import GuardedStream, duckdb_connection
 from tapescan.feeds.replay.files import (
     SPECS,
     FileKind,
@@ -27,13 +26,14 @@ from tapescan.feeds.replay.files import (
     ReplayFileError,
     ReplayFiles,
 )
+from tapescan.feeds.replay.seen import SeenKeys
 from tapescan.market.calendar import MarketCalendar, NotASessionError, market_calendar, ns_to_utc
 from tapescan.model import NS_PER_MINUTE
+from tapescan.ops.memory import release_free_memory
 
 __all__ = ["FileSummary", "ReplayFileError", "ReplaySummary", "validate_file", "validate_files"]
 
 INT32_MAX = 2**31 - 1
-ROW_INDEX = "row_index"
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -45,6 +45,7 @@ class FileSummary:
     rows: int
     symbols: tuple[str, ...]  # in order of first appearance
     sessions: tuple[dt.date, ...]  # ascending: trading days of minute bars, dates of daily bars
+    time_ordered: bool = False  # minute bars: every bar starts no earlier than the row before
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,7 @@ def _first_problem(batch: pa.RecordBatch, checks: list[_Check]) -> _Problem | No
 
 
 class _Scan:
-    """One pass over a file: checks each batch, keeps the summary, hands keys on to DuckDB."""
+    """One pass over a file: checks each batch, finds repeated keys, keeps the summary."""
 
     def __init__(self, source: FileSource, days: TradingDays) -> None:
         self.source = source
@@ -224,16 +225,19 @@ class _Scan:
         self.rows = 0
         self.symbols: dict[str, None] = {}
         self.sessions: set[dt.date] = set()
-        key_fields = [(name, _key_type(self.kind, name)) for name in source.spec.key]
-        self.key_schema = pa.schema([*key_fields, (ROW_INDEX, pa.int64())])
+        self.time_ordered = True
+        self._last_ts: int | None = None
+        self._seen = SeenKeys()
 
-    def keys(self) -> Iterator[pa.RecordBatch]:
-        """The key columns and row index of each batch, up to the first problem."""
+    def run(self) -> None:
+        """Raise ReplayFileError at the file's first problem: a bad row or a repeated key."""
         for rows in self.source.batches():
             batch = rows.batch
             problem = self._problem(batch)
             good = batch if problem is None else batch.slice(0, problem.index)
-            yield self._key_batch(rows.first, good)
+            repeated = self._seen.add(*self._keys(good))
+            if repeated is not None:
+                raise _duplicate_error(self.source, rows.first + repeated, good.slice(repeated, 1))
             if problem is not None:
                 raise self.source.error(problem.message, rows.first + problem.index, problem.field)
             self._collect(batch)
@@ -245,7 +249,19 @@ class _Scan:
             rows=self.rows,
             symbols=tuple(self.symbols),
             sessions=tuple(sorted(self.sessions)),
+            time_ordered=self.time_ordered,
         )
+
+    def _keys(self, batch: pa.RecordBatch) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Each row's key as (symbol id, whole number): the minute, the day, or 0."""
+        symbols = self._seen.symbol_ids(batch.column("symbol"))
+        if self.kind is FileKind.MINUTE_BARS:
+            values = _ints(batch, "ts") // NS_PER_MINUTE
+        elif self.kind is FileKind.DAILY_BARS:
+            values = pc.cast(batch.column("date"), pa.int32()).to_numpy().astype(np.int64)
+        else:
+            values = np.zeros(batch.num_rows, dtype=np.int64)
+        return symbols, values
 
     def _problem(self, batch: pa.RecordBatch) -> _Problem | None:
         problem = _first_problem(batch, self.checks)
@@ -269,62 +285,55 @@ class _Scan:
                 problems.append(_Problem(index, "ts", f"ts {utc_text(int(ts[index]))}: {exc}"))
         return min(problems, key=lambda problem: problem.index, default=None)
 
-    def _key_batch(self, first: int, batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays = [
-            pc.cast(batch.column(name), self.key_schema.field(name).type)
-            for name in self.source.spec.key
-        ]
-        index = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
-        return pa.record_batch([*arrays, index], schema=self.key_schema)
-
     def _collect(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         self.symbols.update(dict.fromkeys(pc.unique(batch.column("symbol")).to_pylist()))
         if self.kind is FileKind.MINUTE_BARS:
-            hours, _ = TradingDays.hours(_ints(batch, "ts"))
+            ts = _ints(batch, "ts")
+            self._note_order(ts)
+            hours, _ = TradingDays.hours(ts)
             self.sessions.update(self.days.of_hour(int(hour)) for hour in hours)
         elif self.kind is FileKind.DAILY_BARS:
             self.sessions.update(pc.unique(batch.column("date")).to_pylist())
 
-
-def _key_type(kind: FileKind, name: str) -> pa.DataType:
-    # Instants go to DuckDB as integer nanoseconds: its own timestamps would round to microseconds.
-    return pa.int64() if name == "ts" else SPECS[kind].column(name).type
-
-
-def _first_failure(scan: _Scan, limits: ReadLimits) -> ReplayFileError | None:
-    """Runs the scan; its first problem, or the duplicated key whose last row comes first.
-
-    A row problem stops the scan and DuckDB only sees the rows before it, so a duplicate found
-    is always earlier in the file than the row problem.
-    """
-    stream = GuardedStream(scan.key_schema, scan.keys())
-    key = ", ".join(f'"{name}"' for name in scan.source.spec.key)
-    query = (
-        f"SELECT {key}, min({ROW_INDEX}), max({ROW_INDEX}), count(*) FROM file_keys "
-        f"GROUP BY {key} HAVING count(*) > 1 ORDER BY max({ROW_INDEX}) LIMIT 1"
-    )
-    with duckdb_connection(limits.memory_limit) as connection:
-        connection.register("file_keys", stream.reader())
-        found = connection.sql(query).fetchall()
-    if not found:
-        return stream.failure
-    *values, first, last, count = found[0]
-    return _duplicate_error(scan.source, values, first, last, count)
+    def _note_order(self, ts: npt.NDArray[np.int64]) -> None:
+        """Whether every bar so far starts no earlier than the one before it."""
+        if not self.time_ordered or len(ts) == 0:
+            return
+        after_last = self._last_ts is None or int(ts[0]) >= self._last_ts
+        self.time_ordered = after_last and bool(np.all(ts[1:] >= ts[:-1]))
+        self._last_ts = int(ts[-1])
 
 
-def _duplicate_error(
-    source: FileSource, values: list[object], first: int, last: int, count: int
-) -> ReplayFileError:
+def _duplicate_error(source: FileSource, index: int, row: pa.RecordBatch) -> ReplayFileError:
+    """Row ``index`` repeats the key of an earlier row: a second pass finds it and counts them."""
+    key = source.spec.key
+    wanted = {name: row.column(name)[0] for name in key}
+    first, count = index, 0
+    try:
+        for rows in source.batches(key):
+            same = np.ones(rows.batch.num_rows, dtype=bool)
+            for name, value in wanted.items():
+                equal = pc.equal(rows.batch.column(name), value)
+                same &= pc.fill_null(equal, False).to_numpy(zero_copy_only=False)
+            if count == 0 and same.any():
+                first = rows.first + int(np.argmax(same))
+            count += int(same.sum())
+    except ReplayFileError:
+        pass  # a row it cannot read (later in the file): count up to there
     shown = []
-    for name, value in zip(source.spec.key, values, strict=True):
-        text = utc_text(value) if name == "ts" and isinstance(value, int) else repr(value)
-        if isinstance(value, dt.date):
+    for name in key:
+        value = wanted[name].as_py()
+        if name == "ts":
+            text = utc_text(int(pc.cast(wanted[name], pa.int64()).as_py()))
+        elif isinstance(value, dt.date):
             text = value.isoformat()
+        else:
+            text = repr(value)
         shown.append(f"{name} {text}")
     others = f" ({count} rows have them)" if count > 2 else ""
     message = f"duplicate of {source.location(first)}: both have {' and '.join(shown)}{others}"
-    return source.error(message, last, source.spec.key[-1])
+    return source.error(message, index, key[-1])
 
 
 def validate_file(
@@ -338,9 +347,7 @@ def validate_file(
     limits = limits or ReadLimits()
     source = FileSource(path, kind, limits)
     scan = _Scan(source, TradingDays(calendar or market_calendar()))
-    failure = _first_failure(scan, limits)
-    if failure is not None:
-        raise failure
+    scan.run()
     if kind is FileKind.MINUTE_BARS and scan.rows == 0:
         raise ReplayFileError(path, "there are no minute bars to replay")
     return scan.summary()
@@ -357,8 +364,15 @@ def validate_files(
     def check(path: Path, kind: FileKind) -> FileSummary:
         return validate_file(path, kind, calendar=calendar, limits=limits)
 
-    return ReplaySummary(
-        minute_bars=check(files.minute_bars, FileKind.MINUTE_BARS),
-        daily_bars=check(files.daily_bars, FileKind.DAILY_BARS),
-        reference=None if files.reference is None else check(files.reference, FileKind.REFERENCE),
-    )
+    try:
+        return ReplaySummary(
+            minute_bars=check(files.minute_bars, FileKind.MINUTE_BARS),
+            daily_bars=check(files.daily_bars, FileKind.DAILY_BARS),
+            reference=None
+            if files.reference is None
+            else check(files.reference, FileKind.REFERENCE),
+        )
+    finally:
+        # A pass over a large file leaves freed batches in Arrow's pool and the C heap.
+        pa.default_memory_pool().release_unused()
+        release_free_memory()
