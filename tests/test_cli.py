@@ -122,3 +122,11 @@ def test_run_with_a_bad_replay_file_exits_non_zero_naming_file_row_and_field(
     assert stderr.strip().splitlines() == [
         "tapescan: bars.csv: row 1 (line 2), field 'high': high 9.0 is below low 9.5"
     ]
+
+
+def test_help_keeps_text_in_square_brackets() -> None:
+    """Rich markup used to swallow "[default: 127.0.0.1]" and "[[scan]]" from the help."""
+    result = runner.invoke(app, ["run", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "Address to bind [default: 127.0.0.1]." in result.output
+    assert "TOML file of user scans ([[scan]] tables)." in result.output

@@ -29,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: ...]" and "[[scan]]" stay as written
 )
 err = Console(stderr=True, soft_wrap=True)
 out = Console()

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import socket
 import threading
 import time
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SIM_DEFAULT_START = dt.time(9, 25)
 STATUS_EVERY_S = 2.0
+STATUS_WARMUP_S = 1.0  # status frames while warming up
 
 
 def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
@@ -138,7 +140,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as error:
-        reason = error.strerror or str(error)
+        reason = os.strerror(error.errno) if error.errno else str(error)
         raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
@@ -278,6 +280,12 @@ class Node:
                 "cycles": self.stats.cycles,
                 "last_cycle_ms": round(self.stats.last_cycle_ms, 3),
             },
+            "warmup": {
+                "done": self.stats.warmed_up,
+                "step": self.stats.warmup_step,
+                "progress": self.stats.warmup_done,
+                "total": self.stats.warmup_total,
+            },
         }
 
     def _cycle(self) -> None:
@@ -321,7 +329,9 @@ class Node:
         """Warm-up history from the store when it has it, else from the feed (then stored)."""
         self.stats.warmup_step = "reading history from the store"
         self.store.write("symbols", conform(SYMBOLS, _reference_rows(self.feed.reference())))
-        warmup = warmup_from_store(self.store, self.calendar, self.session, self.universe)
+        warmup = warmup_from_store(
+            self.store, self.calendar, self.session, self.universe, self._warmup_step
+        )
         if warmup is not None:
             self.recovery.warmup_source = "store"
             return warmup
@@ -373,6 +383,14 @@ class Node:
         if self._stopping.is_set():
             raise WarmupCancelled
 
+    async def _announce_warmup(self) -> None:
+        """A status frame each second while warming up (the page shows the step), one after."""
+        while not self.stats.warmed_up:
+            self.hub.broadcast(self.status_frame())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._warmed_up.wait(), STATUS_WARMUP_S)
+        self.hub.broadcast(self.status_frame())
+
     def _caught_up(self) -> None:
         """The feed waits for its first event from the future: everything up to now is in."""
         if not self.stats.warmed_up:
@@ -394,7 +412,8 @@ class Node:
         except Exception as error:
             # Nothing useful can be served without history: end the process with one line.
             log.debug("warm-up failed", exc_info=True)
-            raise WarmupError(f"warm-up failed: {error}") from error
+            first_line = next(iter(str(error).splitlines()), type(error).__name__)
+            raise WarmupError(f"warm-up failed: {first_line}") from error
         try:
             await self._follow_feed(resume_ns)
         except Exception as error:
@@ -520,6 +539,7 @@ class Node:
         self.recorder.start()
         self.tasks.start(self._consume_feed(), name="feed")
         self.tasks.start(self._scan_loop(), name="scan")
+        self.tasks.start(self._announce_warmup(), name="warm-up-status")
         self.tasks.start(self._drop_laggards(), name="websocket-laggards")
         self.tasks.start(self._retention(), name="retention")
         serving = self.tasks.start(server.serve(sockets=[listener]), name="http")

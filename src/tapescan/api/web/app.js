@@ -324,7 +324,7 @@ const clock = { marketMs: null, perfMs: 0, speed: 1, maxSpeed: false };
 
 function anchorClock(iso) {
   const ms = Date.parse(iso);
-  if (!Number.isFinite(ms)) return;
+  if (!Number.isFinite(ms) || ms <= 0) return; // a scan not yet run has no instant (epoch)
   // frames can arrive out of order; only a big step back (a restarted server) moves back
   if (clock.marketMs !== null && ms < clock.marketMs && clock.marketMs - ms < 60_000) return;
   clock.marketMs = ms;
@@ -661,9 +661,18 @@ function handleServerError(message) {
 // ---------------------------------------------------------------------------------------------
 // header: clock, phase, feed, stale warning
 
+function warmupText(warmup) {
+  const step = warmup.step || "starting";
+  const counts = warmup.total > 0 ? ` (${warmup.progress.toLocaleString("en-US")} of ${warmup.total.toLocaleString("en-US")})` : "";
+  return `Warming up: ${step}${counts}. Scans start when the history is loaded.`;
+}
+
 const header = {
   phase: null,
+  warmup: null, // {step, progress, total} while the server warms up, else null
   status(message) {
+    const warmup = message.warmup;
+    this.warmup = warmup && warmup.done === false ? warmup : null;
     const phase = message.session?.phase ?? "unknown";
     this.phase = phase;
     const phaseEl = byTestId("session-phase");
@@ -709,6 +718,9 @@ const header = {
             ? "Connecting to the scanner…"
             : `Disconnected from the scanner — reconnecting in ${Math.ceil(wait / 1000)} s`;
       }
+    } else if (this.warmup !== null) {
+      kind = "warmup";
+      message = warmupText(this.warmup);
     } else {
       const since = socket.lastDataAt ?? socket.openedAt;
       const age = now - since;
@@ -1224,10 +1236,11 @@ class Panel {
     const def = scans.get(this.scanId);
     this.countEl.textContent = feed.ready ? String(feed.rows.size) : "";
     this.asofEl.textContent =
-      feed.ready && Number.isFinite(feed.asofMs) ? etTime.format(feed.asofMs) : "";
+      feed.ready && Number.isFinite(feed.asofMs) && feed.asofMs > 0 ? etTime.format(feed.asofMs) : "";
     this.node.classList.toggle("is-resyncing", feed.awaitingSince !== null);
     let empty = null;
     if (feed.missing) empty = "This scan does not exist on the server (deleted?).";
+    else if (header.warmup !== null) empty = warmupText(header.warmup);
     else if (!feed.ready) empty = "Waiting for the first snapshot…";
     else if (!feed.rows.size) {
       const phase = header.phase;

@@ -1,0 +1,164 @@
+"""The default `tapescan run` at full size (11,882 symbols): stopped at any moment, restarted.
+
+Every run here uses the default settings (simulated market of 11,882 symbols, DuckDB store in
+the working directory, its 32 MB buffer pool, per-second aggregates); only the start instant,
+the port and, for the run that is compared, the clock's pace are given.
+
+1. Three runs are stopped with SIGINT 1, 5 and 20 s after they start (imports, building the
+   simulator, warm-up history): each is gone within 2 s, without a traceback.
+2. A run started at 10:00 ET in that same folder warms up, records, and is stopped with SIGINT:
+   gone within 2 s.
+3. A restart at 10:05 ET in the same folder warms up from the store, reads today's bars back and
+   catches up; every column of every sampled symbol equals `replay --until` at the same instant.
+   The restart's clock runs at 1/100 of real time so that no per-second aggregate of the next
+   minute arrives while the symbols are read (a replay to a minute boundary has none of them).
+
+The processes' RSS is sampled all along and must stay within the budget of docs/memory.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tapescan.feeds.sim.feed import SimFeed
+from tapescan.feeds.sim.generator import SimMarket
+from tapescan.indicators.compute import compute_columns
+from tapescan.market.calendar import datetime_to_ns, et_to_ns, market_calendar, ns_to_utc
+from tapescan.replay_until import state_at, symbol_values
+from tapescan.scan.scanner import text_columns
+from tests.api.server import Server
+
+CAL = market_calendar()
+DAY = dt.date(2026, 11, 24)
+SYMBOLS = 11_882
+SEED = 7
+SAMPLE = 400
+STOP_WITHIN_S = 2.0
+RSS_BUDGET_MB = 700  # docs/memory.md: peak during warm-up and catch-up; steady ~330-355 MB
+
+pytestmark = pytest.mark.slow
+
+
+class RssSampler:
+    """Peak resident memory of one process, read from /proc every 0.1 s until it exits."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_mb = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while True:
+            try:
+                text = status.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmRSS:"):
+                    self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+            time.sleep(0.1)  # sampling period, not a wait for a condition
+
+    def join(self) -> float:
+        self._thread.join(timeout=5)
+        return self.peak_mb
+
+
+def start(workdir: Path, at: dt.time, *args: str) -> tuple[Server, RssSampler]:
+    server = Server(workdir, "--start", ns_to_utc(et_to_ns(DAY, at)).isoformat(), *args)
+    return server, RssSampler(server.process.pid)
+
+
+def interrupt(server: Server) -> tuple[float, int, str]:
+    """SIGINT; seconds until the process is gone, its exit code and its stderr."""
+    sent = time.monotonic()
+    server.process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = server.process.communicate(timeout=30)
+    finally:
+        server.stop()
+    return time.monotonic() - sent, server.process.returncode, stderr
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("full-scale")
+
+
+@pytest.mark.parametrize("after_s", [1, 5, 20])
+def test_sigint_during_start_up_ends_the_process_within_2_s(workdir: Path, after_s: float) -> None:
+    server, rss = start(workdir, dt.time(10, 0))
+    time.sleep(after_s)  # the moment of the signal is what is tested
+    assert server.process.poll() is None, server.process.communicate()[1]
+    took, code, stderr = interrupt(server)
+    assert took < STOP_WITHIN_S, (took, stderr)
+    assert code in (0, 130), stderr
+    assert "Traceback" not in stderr, stderr
+    assert rss.join() < RSS_BUDGET_MB
+
+
+def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
+    workdir: Path,
+) -> None:
+    first, first_rss = start(workdir, dt.time(10, 0))
+    try:
+        first.health(
+            lambda h: h["scans"]["warmed_up"] and h["store"]["written_rows"] > 0, timeout_s=300
+        )
+    except AssertionError:
+        first.stop()
+        raise
+    took, code, stderr = interrupt(first)
+    assert took < STOP_WITHIN_S, (took, stderr)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr, stderr
+
+    restart_at = et_to_ns(DAY, dt.time(10, 5))
+    second, second_rss = start(workdir, dt.time(10, 5), "--speed", "0.01")
+    try:
+        health = second.health(lambda h: h["scans"]["warmed_up"], timeout_s=300)
+        assert health["status"] == "ok", health
+        assert health["store"]["warmup_source"] == "store"
+        assert health["store"]["recovered_bars"] > SYMBOLS * 60  # hours of today's bars
+        universe = SimMarket(SEED, SYMBOLS, CAL).universe
+        rng = np.random.default_rng(0)
+        sample = sorted(rng.choice(universe.symbols, SAMPLE, replace=False).tolist())
+        values: dict[str, dict[str, Any]] = {}
+        asof: dict[str, int] = {}
+        with httpx.Client(base_url=second.url, timeout=10) as client:
+            for symbol in sample:
+                body = client.get(f"/api/v1/symbols/{symbol}").json()
+                values[symbol] = body["values"]
+                asof[symbol] = datetime_to_ns(dt.datetime.fromisoformat(body["asof"]))
+        assert health["scans"]["cycles"] >= 1
+    finally:
+        took, _, _ = interrupt(second)
+    assert took < STOP_WITHIN_S
+    assert all(restart_at <= a < restart_at + 1_000_000_000 for a in asof.values()), asof
+
+    market = SimMarket(SEED, SYMBOLS, CAL)
+    feed = SimFeed(market, second_aggregates=False)  # what `tapescan simulate` writes
+    state = asyncio.run(state_at(feed, CAL, restart_at))
+    text = text_columns(market.universe, feed.reference())
+    compared = 0
+    for instant in sorted(set(asof.values())):
+        state.advance_to(instant)
+        columns = compute_columns(state)
+        for symbol in (s for s in sample if asof[s] == instant):
+            expected = symbol_values(columns, text, market.universe.index_of(symbol))
+            assert values[symbol] == expected, symbol
+            compared += 1
+    assert compared == SAMPLE
+    assert sum(v["chg_5m_pct"] is not None for v in values.values()) > SAMPLE / 2
+    assert max(first_rss.join(), second_rss.join()) < RSS_BUDGET_MB
