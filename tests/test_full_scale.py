@@ -105,7 +105,9 @@ def test_sigint_during_start_up_ends_the_process_within_2_s(workdir: Path, after
     assert took < STOP_WITHIN_S, (took, stderr)
     assert code in (0, 130), stderr
     assert "Traceback" not in stderr, stderr
-    assert rss.join() < RSS_BUDGET_MB
+    peak = rss.join()
+    print(f"peak RSS, SIGINT after {after_s} s: {peak:.0f} MB; gone {took:.2f} s after it")
+    assert peak < RSS_BUDGET_MB
 
 
 def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
@@ -113,13 +115,15 @@ def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
 ) -> None:
     first, first_rss = start(workdir, dt.time(10, 0))
     try:
-        first.health(
+        warm = first.health(
             lambda h: h["scans"]["warmed_up"] and h["store"]["written_rows"] > 0, timeout_s=300
         )
+        print(f"first run warmed up (from the feed) after {warm['uptime_s']:.1f} s")
     except AssertionError:
         first.stop()
         raise
     took, code, stderr = interrupt(first)
+    print(f"SIGINT after warm-up: gone {took:.2f} s after it")
     assert took < STOP_WITHIN_S, (took, stderr)
     assert code == 0, stderr
     assert "Traceback" not in stderr, stderr
@@ -127,7 +131,10 @@ def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
     restart_at = et_to_ns(DAY, dt.time(10, 5))
     second, second_rss = start(workdir, dt.time(10, 5), "--speed", "0.01")
     try:
-        health = second.health(lambda h: h["scans"]["warmed_up"], timeout_s=300)
+        health = second.health(
+            lambda h: h["scans"]["warmed_up"] and h["scans"]["cycles"] >= 1, timeout_s=300
+        )
+        print(f"restart warmed up (from the store) after {health['uptime_s']:.1f} s")
         assert health["status"] == "ok", health
         assert health["store"]["warmup_source"] == "store"
         assert health["store"]["recovered_bars"] > SYMBOLS * 60  # hours of today's bars
@@ -141,11 +148,12 @@ def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
                 body = client.get(f"/api/v1/symbols/{symbol}").json()
                 values[symbol] = body["values"]
                 asof[symbol] = datetime_to_ns(dt.datetime.fromisoformat(body["asof"]))
-        assert health["scans"]["cycles"] >= 1
     finally:
         took, _, _ = interrupt(second)
     assert took < STOP_WITHIN_S
-    assert all(restart_at <= a < restart_at + 1_000_000_000 for a in asof.values()), asof
+    # Live cycles land on the one-second grid that replay and time travel use: at 1/100 speed,
+    # every cycle in the first 100 s is at 10:05:00 exactly.
+    assert set(asof.values()) == {restart_at}, asof
 
     market = SimMarket(SEED, SYMBOLS, CAL)
     feed = SimFeed(market, second_aggregates=False)  # what `tapescan simulate` writes
@@ -161,4 +169,6 @@ def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
             compared += 1
     assert compared == SAMPLE
     assert sum(v["chg_5m_pct"] is not None for v in values.values()) > SAMPLE / 2
-    assert max(first_rss.join(), second_rss.join()) < RSS_BUDGET_MB
+    peaks = first_rss.join(), second_rss.join()
+    print(f"peak RSS: first run {peaks[0]:.0f} MB, restart {peaks[1]:.0f} MB")  # for the docs
+    assert max(peaks) < RSS_BUDGET_MB

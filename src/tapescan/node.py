@@ -70,6 +70,7 @@ T = TypeVar("T")
 SIM_DEFAULT_START = dt.time(9, 25)
 STATUS_EVERY_S = 2.0
 STATUS_WARMUP_S = 1.0  # status frames while warming up
+CYCLE_GRACE_S = 0.02  # a live cycle runs this long after its grid instant: its bars are in
 
 
 def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
@@ -207,6 +208,7 @@ class Node:
         self.stats = ScanStats()
         self.gc_pauses = GcPauses()
         self._columns: dict[str, np.ndarray] | None = None
+        self._columns_asof_ns = 0
         self._text = text_columns(self.universe, reference)
         self._last_status: tuple[str, str, str] | None = None
         self._last_status_at = 0.0
@@ -254,9 +256,11 @@ class Node:
             self._cycle()
         self.hub.scans_replaced(changed, deleted)
 
-    def symbol_values(self, row: int) -> dict[str, Any]:
-        columns = self._columns if self._columns is not None else compute_columns(self.state)
-        return symbol_values(columns, self._text, row)
+    def symbol_values(self, row: int) -> tuple[int, dict[str, Any]]:
+        """One symbol's columns as the last scan cycle computed them, and that cycle's instant."""
+        if self._columns is None:
+            return self.state.now_ns, symbol_values(compute_columns(self.state), self._text, row)
+        return self._columns_asof_ns, symbol_values(self._columns, self._text, row)
 
     def status_frame(self) -> Frame:
         return Frame.of(self._status_message())
@@ -291,7 +295,7 @@ class Node:
     def _cycle(self) -> None:
         began = time.perf_counter_ns()
         output = self.scanner.cycle()
-        self._columns = output.columns
+        self._columns, self._columns_asof_ns = output.columns, output.asof_ns
         self.stats.cycles += 1
         self.stats.deltas += len(output.deltas)
         self.stats.last_cycle_ms = (time.perf_counter_ns() - began) / 1e6
@@ -462,14 +466,29 @@ class Node:
             await asyncio.sleep(0)  # let the server answer between cycles
 
     async def _scan_loop(self) -> None:
+        """A cycle about every ``scan_interval_s`` of wall time, each at an instant of the grid.
+
+        Cycles land on the grid of market time (whole seconds by default) that `replay --until`
+        and time travel use, a moment (``CYCLE_GRACE_S``) after the instant so that the feed's
+        bars ending on it are in: a live cycle then equals a replay to the same instant. When the
+        clock runs slower than real time a cycle repeats the last grid instant meanwhile.
+        """
         if self.paced_by_feed:
             return  # cycles run with the feed
-        interval = self.settings.scan_interval_s
+        grid_ns = round(self.settings.scan_interval_s * 1e9)
         while True:
-            await asyncio.sleep(interval)
+            now = self.clock.now_ns()
+            speed = self.clock.speed or 1.0
+            after_interval = now + round(grid_ns * speed)  # market time one interval from now
+            target = after_interval - after_interval % grid_ns
+            if target <= now:
+                target += grid_ns
+            wait_s = min((target - now) / speed / 1e9, self.settings.scan_interval_s)
+            await asyncio.sleep(wait_s + CYCLE_GRACE_S)
             if not self.stats.warmed_up:
                 continue
-            self.state.advance_to(max(self.state.now_ns, self.clock.now_ns()))
+            now = self.clock.now_ns()
+            self.state.advance_to(max(self.state.now_ns, now - now % grid_ns))
             self._cycle()
             self._close_session_if_over()
 

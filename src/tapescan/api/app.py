@@ -71,7 +71,7 @@ class NodeView(Protocol):
 
     def status_frame(self) -> Frame: ...
 
-    def symbol_values(self, row: int) -> dict[str, Any]: ...
+    def symbol_values(self, row: int) -> tuple[int, dict[str, Any]]: ...
 
 
 class FeedHealth(BaseModel):
@@ -499,11 +499,8 @@ def create_app(node: NodeView) -> FastAPI:
                 "unknown_symbol",
                 f"'{symbol}' is not in the universe of {len(node.universe)} symbols",
             )
-        return {
-            "symbol": symbol.upper(),
-            "asof": iso(node.scanner.state.now_ns),
-            "values": node.symbol_values(row),
-        }
+        asof_ns, values = node.symbol_values(row)
+        return {"symbol": symbol.upper(), "asof": iso(asof_ns), "values": values}
 
     app.include_router(
         history_router(
