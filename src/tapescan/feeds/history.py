@@ -79,4 +79,5 @@ class Warmup:
 
     session: dt.date
     daily: pa.Table  # daily bars of sessions before ``session``, replay schema
-    slot_volume: dict[dt.date, npt.NDArray[np.float64]] = field(default_factory=dict)
+    # volume per 5-minute slot, (symbols, 192); uint32 like state's own (< 4.3e9 per slot)
+    slot_volume: dict[dt.date, npt.NDArray[np.uint32]] = field(default_factory=dict)

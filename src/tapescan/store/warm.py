@@ -52,7 +52,7 @@ def warmup_from_store(
             [day],
             SLOT_VOLUME.schema,
         )
-        slot_volume[day] = slot_volume_matrix(rows, universe).astype(np.float64)
+        slot_volume[day] = slot_volume_matrix(rows, universe)
         if on_step is not None:
             on_step(done, total)
     tables = []

@@ -199,7 +199,7 @@ def test_warm_up_slot_volume_equals_a_direct_recomputation(
     bars = pq.read_table(simulated.parquet.minute_bars)
     for day, slots in warmup.slot_volume.items():
         assert slots.shape == (SYMBOLS, SLOTS_PER_DAY)
-        assert slots.dtype == np.float64
+        assert slots.dtype == np.uint32  # like state's own slot volume: half the memory of float64
         assert np.array_equal(slots, recomputed_slot_volume(bars, day, feed.universe.symbols))
         assert np.array_equal(slots, simulated.market.slot_volume(day))
     assert steps[-1] == (bars.num_rows, bars.num_rows)

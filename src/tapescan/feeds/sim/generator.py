@@ -136,17 +136,17 @@ class SimMarket:
             chunk.volume[rows, minute_index],
         )
 
-    def slot_volume(self, session: dt.date) -> npt.NDArray[np.float64]:
+    def slot_volume(self, session: dt.date) -> npt.NDArray[np.uint32]:
         """Volume per 5-minute slot from 04:00 ET, (symbols, 192), for the RVOL baseline."""
         slots = self.empty_slots()
         for chunk in self.chunks(session):
             self.add_slot_volume(slots, chunk)
         return slots
 
-    def empty_slots(self) -> npt.NDArray[np.float64]:
-        return np.zeros((len(self.universe), SLOTS_PER_DAY))
+    def empty_slots(self) -> npt.NDArray[np.uint32]:
+        return np.zeros((len(self.universe), SLOTS_PER_DAY), dtype=np.uint32)
 
-    def add_slot_volume(self, slots: npt.NDArray[np.float64], chunk: MinuteChunk) -> None:
+    def add_slot_volume(self, slots: npt.NDArray[np.uint32], chunk: MinuteChunk) -> None:
         """The chunk's volume into its 5-minute slots of ``slots`` (from ``empty_slots``)."""
         per_slot = chunk.volume.reshape(len(self.universe), -1, SLOT_MINUTES).sum(axis=2)
         first = chunk.first_minute // SLOT_MINUTES
