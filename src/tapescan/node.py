@@ -425,6 +425,7 @@ class Node:
             # answering: history and the last state stay browsable.
             log.exception("feed failed")
             self.monitor.observe(FeedStatus(FeedState.FAILED, str(error), self.clock.now_ns()), 0)
+            self._caught_up()  # warm-up is over either way: the page shows the failed feed
 
     async def _follow_feed(self, resume_ns: int | None) -> None:
         """Catch up to the start instant (warm-up's last step), then follow the feed live."""
@@ -528,7 +529,10 @@ class Node:
         future = asyncio.get_running_loop().run_in_executor(None, function, *args)
         self._threads.add(future)
         future.add_done_callback(self._threads.discard)
-        return await future
+        future.add_done_callback(_retrieved)
+        # Shielded: cancelling the caller leaves this future pending until the thread has
+        # really ended, so shutdown can wait for it before closing the store.
+        return await asyncio.shield(future)
 
     async def _threads_done(self, timeout_s: float) -> None:
         """Wait for worker threads (they end at their next step once stopping) before the
@@ -577,9 +581,16 @@ class Node:
         if stuck:
             log.warning("tasks still running at shutdown: %s", ", ".join(stuck))
         await self._threads_done(self.settings.shutdown_timeout_s)
+        self.app.state.history_reads.close()
         await asyncio.to_thread(self.recorder.stop, max(self.settings.shutdown_timeout_s, 5.0))
-        self.store.close()
+        await asyncio.to_thread(self.store.close)  # off the loop: a second Ctrl-C still works
         self.gc_pauses.uninstall()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A worker's failure after its caller was cancelled is not "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _reference_rows(reference: pa.Table) -> pa.Table:

@@ -308,6 +308,7 @@ def create_app(node: NodeView) -> FastAPI:
     )
     settings = node.settings
     reads = HistoryReads(settings.history_timeout_s, settings.history_max_reads)
+    app.state.history_reads = reads  # closed by the node at shutdown
     origins = list(node.settings.cors_origins)
     if origins:
         app.add_middleware(

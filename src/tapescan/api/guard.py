@@ -15,6 +15,7 @@ before any body is read, and the security headers of every answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -96,6 +97,7 @@ class Guard:
         if settings.bound_host.lower() not in WILDCARDS:
             self._names.add(settings.bound_host.lower().strip("[]"))
         self._any_host = "*" in settings.allowed_hosts
+        self._proxied = {n.lower().rstrip(".") for n in settings.allowed_hosts}
         self._origins = {o.rstrip("/").lower() for o in settings.cors_origins}
 
     # ------------------------------------------------------------------ checks
@@ -114,7 +116,7 @@ class Guard:
         server = scope.get("server")
         bound_port = server[1] if server else None
         if name in self._names or _is_ip(name):
-            if name in self.settings.allowed_hosts:
+            if name in self._proxied:
                 return None  # behind a proxy the port may differ
             if port is None or port == bound_port:  # no port: the client's own business
                 return None
@@ -193,7 +195,11 @@ class Guard:
         method = scope.get("method", "GET")
         path: str = scope.get("path", "")
         if method in WRITE_METHODS and path.startswith("/api/"):
-            self.settings.admin(_header(scope, b"authorization"))
+            try:
+                self.settings.admin(_header(scope, b"authorization"))
+            except ApiError:
+                await self._discard_small_body(scope, receive)
+                raise
         length_text = _header(scope, b"content-length")
         chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
         if length_text is None and not chunked:
@@ -221,6 +227,18 @@ class Guard:
             except json_limits.BadJsonError as error:
                 raise ApiError(400, "bad_json", f"the body is not usable JSON: {error}") from None
         return body
+
+    async def _discard_small_body(self, scope: Scope, receive: Receive) -> None:
+        """Read and drop a refused request's body when it announced at most the cap (bounded by
+        the cap and the body timeout), so the answer does not race a reset of the connection
+        (a server that closes with unread bytes resets it); a larger one is never read."""
+        length_text = _header(scope, b"content-length") or ""
+        if not length_text.strip().isdigit() or int(length_text) > self.settings.max_body_bytes:
+            return
+        with contextlib.suppress(ApiError, TimeoutError):
+            await asyncio.wait_for(
+                self._read(receive, self.settings.max_body_bytes), self.settings.body_timeout_s
+            )
 
     @staticmethod
     async def _read(receive: Receive, limit: int) -> bytes:

@@ -16,8 +16,10 @@ from typing import Any
 MAX_DEPTH = 32  # a scan definition nests 4 deep; recursion problems start near 1,000
 MAX_NUMBER_DIGITS = 300  # larger integers do not fit a float (~1.8e308)
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+# The bytes that matter for nesting: brackets, quotes and backslashes (escapes in strings).
+_SPECIAL = re.compile(rb'[\[\]{}"\\]')
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
 
 
 class BadJsonError(ValueError):
@@ -25,14 +27,30 @@ class BadJsonError(ValueError):
 
 
 def nesting_depth(raw: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``raw`` (strings skipped). Malformed text
-    may be over-counted, never under-counted, so a depth check is safe before parsing."""
+    """The deepest nesting of arrays and objects in ``raw``, with strings skipped as the JSON
+    parser reads them (an unclosed string runs to the end, and the parser rejects it before
+    it nests anything), so a depth check is safe before parsing."""
     depth = deepest = 0
-    for match in _BRACKET.finditer(_STRING.sub(b'""', raw)):
-        if match.group() in (b"[", b"{"):
+    in_string = False
+    escaped = -1  # the position of the byte a backslash escapes
+    # One pass over the special bytes only, each looked at once: linear in the worst case (a
+    # regular expression for strings went quadratic on an unclosed string of escaped quotes).
+    for match in _SPECIAL.finditer(raw):
+        at = match.start()
+        if at == escaped:
+            continue
+        byte = raw[at]
+        if in_string:
+            if byte == _BACKSLASH:
+                escaped = at + 1
+            elif byte == _QUOTE:
+                in_string = False
+        elif byte == _QUOTE:
+            in_string = True
+        elif byte in _OPEN:
             depth += 1
             deepest = max(deepest, depth)
-        else:
+        elif byte in _CLOSE:
             depth -= 1
     return deepest
 

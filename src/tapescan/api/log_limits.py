@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 LOG_REPEATS = 5  # the same warning at most this often per window (module constants, no setting)
@@ -18,8 +19,13 @@ class RepeatFilter(logging.Filter):
         super().__init__()
         self.repeats, self.window_s = repeats, window_s
         self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()  # the recorder's thread logs too
 
     def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            return self._filter(record)
+
+    def _filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg))
         now = time.monotonic()
         started, count = self._seen.get(key, (now, 0))
