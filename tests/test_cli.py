@@ -26,6 +26,23 @@ def tapescan(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def run_tapescan(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`tapescan ARGS` run to its end (60 s at most); TAPESCAN_ADMIN_TOKEN only from ``env``."""
+    full = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    full.pop("TAPESCAN_ADMIN_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "tapescan", *args],
+        cwd=cwd,
+        env={**full, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_simulate_writes_the_three_files_and_snaps_a_holiday_end_date(tmp_path: Path) -> None:
     result = runner.invoke(
         app,

@@ -1,13 +1,11 @@
 """TAPESCAN_ADMIN_TOKEN: unset turns admin endpoints off; set, it must be a usable secret."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tapescan.config import ConfigError, load_settings
+from tests.test_cli import run_tapescan
 
 LONG_ENOUGH = "k3Yq-9vR_2mXw7Lp"  # 16 characters
 
@@ -54,15 +52,8 @@ def test_an_unusable_token_is_refused_without_echoing_it(
 
 
 def test_run_with_an_empty_token_stops_at_once_with_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "TAPESCAN_ADMIN_TOKEN": ""}
-    result = subprocess.run(
-        [sys.executable, "-m", "tapescan", "run", "--symbols", "50", "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_tapescan(
+        "run", "--symbols", "50", "--port", "0", cwd=tmp_path, env={"TAPESCAN_ADMIN_TOKEN": ""}
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -1,8 +1,5 @@
 """A bad user scans file (or saved API scans file) stops the start with one line naming it."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +7,7 @@ import pytest
 from tapescan.scan.definition import ScanValidationError
 from tapescan.scan.library import load_user_scans
 from tapescan.scan.registry import ScanRegistry
+from tests.test_cli import run_tapescan
 
 GOOD_SCAN = b'[[scan]]\nid = "cheap"\nsort = { field = "volume" }\n'
 
@@ -37,27 +35,13 @@ BAD_FILES = {
 }
 
 
-def tapescan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("TAPESCAN_ADMIN_TOKEN", None)
-    return subprocess.run(
-        [sys.executable, "-m", "tapescan", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_run_with_a_bad_scans_file_exits_with_one_line_naming_the_file(
     tmp_path: Path, name: str
 ) -> None:
     content, line = BAD_FILES[name]
     (tmp_path / name).write_bytes(content)
-    result = tapescan("run", "--scans", name, "--symbols", "50", "--port", "0", cwd=tmp_path)
+    result = run_tapescan("run", "--scans", name, "--symbols", "50", "--port", "0", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [line]
 
@@ -65,7 +49,7 @@ def test_run_with_a_bad_scans_file_exits_with_one_line_naming_the_file(
 def test_the_scans_command_refuses_a_non_utf8_file_too(tmp_path: Path) -> None:
     content, line = BAD_FILES["latin1.toml"]
     (tmp_path / "latin1.toml").write_bytes(content)
-    result = tapescan("scans", "--scans", "latin1.toml", cwd=tmp_path)
+    result = run_tapescan("scans", "--scans", "latin1.toml", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [line]
 
