@@ -101,8 +101,8 @@ def choose_start(
     return et_to_ns(calendar.trading_day(now_ns), SIM_DEFAULT_START)
 
 
-class WarmupCancelled(Exception):  # noqa: N818 - a request, not an error
-    """A stop request arrived during warm-up: it ends at its next step."""
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """A stop request reached a worker thread (warm-up, retention): it ends at its next step."""
 
 
 class WarmupError(FatalError):
@@ -385,7 +385,7 @@ class Node:
 
     def _check_stop(self) -> None:
         if self._stopping.is_set():
-            raise WarmupCancelled
+            raise StopRequested
 
     async def _announce_warmup(self) -> None:
         """A status frame each second while warming up (the page shows the step), one after."""
@@ -411,7 +411,7 @@ class Node:
             del warmup
             resume_ns = await self._in_thread(self._recover_today)
             release_free_memory()
-        except WarmupCancelled:
+        except StopRequested:
             return
         except Exception as error:
             # Nothing useful can be served without history: end the process with one line.
@@ -504,7 +504,7 @@ class Node:
                 report = await self._in_thread(
                     retire, self.store, self.archive, self.settings, self._retention_step
                 )
-            except WarmupCancelled:
+            except StopRequested:
                 return
             except Exception:  # the store may be down: try again after the next session
                 log.exception("retention failed")
