@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tapescan import __version__
+from tapescan.arrow_setup import keep_pandas_out
 from tapescan.cli_maintenance import maintenance_app
 from tapescan.config import ConfigError, load_settings
 from tapescan.feeds.base import FeedError
@@ -525,6 +526,7 @@ def bench_storage_command(
 
 
 def main() -> None:
+    keep_pandas_out()  # pyarrow would import it (~55 MB) for nothing
     try:
         app()
     except KeyboardInterrupt:

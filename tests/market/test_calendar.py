@@ -1,8 +1,15 @@
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tapescan.market import session_table
 from tapescan.market.calendar import (
+    CALENDAR_FIRST_DATE,
+    MarketCalendar,
     NotASessionError,
     Phase,
     et_to_ns,
@@ -10,6 +17,7 @@ from tapescan.market.calendar import (
     ns_to_et,
     ns_to_utc,
 )
+from tests.api.server import start_server
 
 CAL = market_calendar()
 
@@ -119,3 +127,95 @@ def test_session_in_progress_is_none_outside_extended_hours() -> None:
 def test_dates_outside_the_calendar_are_refused_with_the_range() -> None:
     with pytest.raises(NotASessionError, match="outside the market calendar"):
         CAL.is_session(dt.date(1999, 1, 4))
+
+
+# The table the calendar is built from, against exchange_calendars itself (pandas is fine in a
+# test process; the serving process never imports it).
+
+
+def _xnys() -> Any:
+    import exchange_calendars as xcals  # noqa: PLC0415
+
+    return xcals.get_calendar("XNYS", start=CALENDAR_FIRST_DATE.isoformat())
+
+
+def test_the_session_table_is_exchange_calendars_own_sessions_opens_and_closes() -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    xnys = _xnys()
+    assert (CAL.first_date, CAL.last_date) == (
+        xnys.first_session.date(),
+        xnys.last_session.date(),
+    )
+    sessions = [ts.date() for ts in xnys.sessions]
+    assert CAL.sessions_in_range(CAL.first_date, CAL.last_date) == sessions
+    for day in [*sessions[::37], dt.date(2026, 11, 27), dt.date(2026, 12, 24)]:
+        times = CAL.session(day)
+        assert times.regular_open_ns == xnys.session_open(pd.Timestamp(day)).value
+        assert times.regular_close_ns == xnys.session_close(pd.Timestamp(day)).value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    day=st.dates(min_value=dt.date(2015, 3, 1), max_value=dt.date(2027, 11, 1)),
+    count=st.integers(1, 45),
+)
+def test_lookups_agree_with_exchange_calendars(day: dt.date, count: int) -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    xnys = XNYS
+    label = pd.Timestamp(day)
+    assert CAL.is_session(day) == bool(xnys.is_session(label))
+    assert CAL.session_on_or_before(day) == xnys.date_to_session(label, "previous").date()
+    assert CAL.session_on_or_after(day) == xnys.date_to_session(label, "next").date()
+    anchor = xnys.date_to_session(pd.Timestamp(day - dt.timedelta(days=1)), "previous")
+    expected = [ts.date() for ts in xnys.sessions_window(anchor, -count)]
+    assert CAL.previous_sessions(day, count) == expected
+    end = day + dt.timedelta(days=count)
+    assert CAL.sessions_in_range(day, end) == [
+        ts.date() for ts in xnys.sessions_in_range(label, pd.Timestamp(min(end, CAL.last_date)))
+    ]
+
+
+XNYS = _xnys()
+
+
+def test_the_table_is_cached_and_a_damaged_cache_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    table = session_table.load(CALENDAR_FIRST_DATE)
+    (cached,) = (tmp_path / "tapescan").glob("xnys-*.json")
+    assert session_table.load(CALENDAR_FIRST_DATE) == table
+    cached.write_bytes(b'{"not": "a table"')
+    assert session_table.load(CALENDAR_FIRST_DATE) == table
+    assert MarketCalendar(table).sessions_in_range(CAL.first_date, CAL.last_date) == (
+        CAL.sessions_in_range(CAL.first_date, CAL.last_date)
+    )
+
+
+def test_an_unwritable_cache_only_costs_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    table = session_table.load(CALENDAR_FIRST_DATE)
+    assert table.sessions[0] == CAL.first_date
+
+
+def test_a_running_tapescan_has_neither_pandas_nor_exchange_calendars_loaded(
+    tmp_path: Path,
+) -> None:
+    """pandas (~55 MB resident) is kept out of the serving process: the calendar comes from the
+    session table and pyarrow is told pandas is absent (tapescan.arrow_setup)."""
+    server = start_server(tmp_path)
+    try:
+        server.health(lambda h: h["scans"]["warmed_up"])
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        modules = [line.split()[-1] for line in maps.splitlines() if "site-packages" in line]
+        assert modules, "no library of site-packages mapped: the check would see nothing"
+        assert any("/pyarrow/" in m for m in modules)
+        assert not [m for m in modules if "/pandas/" in m]
+    finally:
+        server.stop()

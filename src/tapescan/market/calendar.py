@@ -6,14 +6,15 @@ lasts until 04:00 ET of the next session, so weekends and holidays belong to the
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import enum
 import functools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-import exchange_calendars as xcals
-import pandas as pd
+from tapescan.market import session_table
+from tapescan.market.session_table import SessionTable
 
 ET = ZoneInfo("America/New_York")
 CALENDAR_FIRST_DATE = dt.date(2015, 1, 2)
@@ -95,12 +96,17 @@ class SessionTimes:
 
 
 class MarketCalendar:
-    """XNYS sessions from ``exchange_calendars``, extended to 04:00-20:00 ET."""
+    """XNYS sessions from ``exchange_calendars`` (through ``session_table``), extended to
+    04:00-20:00 ET."""
 
-    def __init__(self) -> None:
-        self._xnys = xcals.get_calendar("XNYS", start=CALENDAR_FIRST_DATE.isoformat())
-        self._first: dt.date = self._xnys.first_session.date()
-        self._last: dt.date = self._xnys.last_session.date()
+    def __init__(self, table: SessionTable | None = None) -> None:
+        table = table or session_table.load(CALENDAR_FIRST_DATE)
+        self._sessions: list[dt.date] = list(table.sessions)
+        self._open = list(table.open_ns)
+        self._close = list(table.close_ns)
+        self._index = {day: k for k, day in enumerate(self._sessions)}
+        self._first: dt.date = self._sessions[0]
+        self._last: dt.date = self._sessions[-1]
 
     @property
     def first_date(self) -> dt.date:
@@ -119,20 +125,19 @@ class MarketCalendar:
 
     def is_session(self, day: dt.date) -> bool:
         self._check_range(day)
-        return bool(self._xnys.is_session(pd.Timestamp(day)))
+        return day in self._index
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one calendar per process, ~3,000 sessions
     def session(self, day: dt.date) -> SessionTimes:
         if not self.is_session(day):
             raise NotASessionError(f"{day.isoformat()} is not an XNYS trading session")
-        label = pd.Timestamp(day)
-        regular_open = int(self._xnys.session_open(label).value)
-        regular_close = int(self._xnys.session_close(label).value)
+        k = self._index[day]
+        regular_close = self._close[k]
         early = regular_close < et_to_ns(day, NORMAL_REGULAR_CLOSE)
         return SessionTimes(
             date=day,
             pre_open_ns=et_to_ns(day, PRE_OPEN),
-            regular_open_ns=regular_open,
+            regular_open_ns=self._open[k],
             regular_close_ns=regular_close,
             post_close_ns=et_to_ns(day, EARLY_POST_CLOSE if early else POST_CLOSE),
         )
@@ -140,30 +145,26 @@ class MarketCalendar:
     def sessions_in_range(self, start: dt.date, end: dt.date) -> list[dt.date]:
         """Every session from ``start`` to ``end``, both included."""
         self._check_range(max(start, self._first))
-        labels = self._xnys.sessions_in_range(
-            pd.Timestamp(max(start, self._first)), pd.Timestamp(min(end, self._last))
-        )
-        return [ts.date() for ts in labels]
+        first = bisect.bisect_left(self._sessions, max(start, self._first))
+        last = bisect.bisect_right(self._sessions, min(end, self._last))
+        return self._sessions[first:last]
 
     def session_on_or_before(self, day: dt.date) -> dt.date:
         self._check_range(day)
-        session: dt.date = self._xnys.date_to_session(pd.Timestamp(day), "previous").date()
-        return session
+        return self._sessions[bisect.bisect_right(self._sessions, day) - 1]
 
     def session_on_or_after(self, day: dt.date) -> dt.date:
         self._check_range(day)
-        session: dt.date = self._xnys.date_to_session(pd.Timestamp(day), "next").date()
-        return session
+        return self._sessions[bisect.bisect_left(self._sessions, day)]
 
     def previous_sessions(self, day: dt.date, count: int) -> list[dt.date]:
         """The ``count`` sessions strictly before ``day``, oldest first."""
         if count <= 0:
             return []
-        anchor = self.session_on_or_before(day - dt.timedelta(days=1))
-        labels = self._xnys.sessions_window(pd.Timestamp(anchor), -count)
-        if len(labels) < count:
+        anchor = self._index[self.session_on_or_before(day - dt.timedelta(days=1))]
+        if anchor + 1 < count:
             raise NotASessionError(f"fewer than {count} sessions before {day.isoformat()}")
-        return [ts.date() for ts in labels]
+        return self._sessions[anchor + 1 - count : anchor + 1]
 
     def next_session(self, day: dt.date) -> dt.date:
         return self.session_on_or_after(day + dt.timedelta(days=1))
@@ -187,5 +188,5 @@ class MarketCalendar:
 
 @functools.cache
 def market_calendar() -> MarketCalendar:
-    """The process-wide calendar (loading XNYS takes ~0.2 s)."""
+    """The process-wide calendar (docs/design.md: from a cached table, see ``session_table``)."""
     return MarketCalendar()
