@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +22,7 @@ from tapescan.api.app import create_app
 from tapescan.api.server_config import server_config
 from tapescan.config import ConfigError, Settings
 from tapescan.feeds.base import Feed
-from tapescan.feeds.history import Warmup
+from tapescan.feeds.history import Warmup, WarmupSession
 from tapescan.feeds.monitor import FeedMonitor
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
@@ -61,7 +61,7 @@ from tapescan.store.open import open_store
 from tapescan.store.recorder import Recorder, RecorderLimits
 from tapescan.store.records import daily_bar_rows, minute_bar_rows, slot_volume_rows
 from tapescan.store.retention import RetentionStep, retire
-from tapescan.store.tables import SYMBOLS, conform
+from tapescan.store.tables import DAILY_BARS, SYMBOLS, conform
 from tapescan.store.warm import last_sequences, today_from_store, warmup_from_store
 from tapescan.tasks import FatalError, TaskGroup
 
@@ -329,8 +329,9 @@ class Node:
         )
         self._retention_due.set()
 
-    def _warm_up(self) -> Warmup:
-        """Warm-up history from the store when it has it, else from the feed (then stored)."""
+    def _warm_up(self) -> None:
+        """Warm-up history from the store when it has it, else from the feed (stored as it
+        comes), into state one session at a time."""
         self.stats.warmup_step = "reading history from the store"
         self.store.write("symbols", conform(SYMBOLS, _reference_rows(self.feed.reference())))
         warmup = warmup_from_store(
@@ -338,20 +339,23 @@ class Node:
         )
         if warmup is not None:
             self.recovery.warmup_source = "store"
-            return warmup
-        self.stats.warmup_step = f"warm-up history from the {self.feed.name} feed"
-        warmup = self.feed.warmup(self.session, self._warmup_step)
-        self.recovery.warmup_source = "feed"
-        self.stats.warmup_step = "storing warm-up history"
-        self._warmup_step(0, len(warmup.slot_volume) + 1)
-        self.store.write(
-            "daily_bars",
-            warmup.daily.select(["date", "symbol", "open", "high", "low", "close", "volume"]),
-        )
-        for done, (day, slots) in enumerate(warmup.slot_volume.items(), start=1):
-            self._warmup_step(done, len(warmup.slot_volume) + 1)
-            self.store.write("slot_volume", slot_volume_rows(day, self.universe, slots))
-        return warmup
+        else:
+            self.stats.warmup_step = f"warm-up history from the {self.feed.name} feed"
+            feed_warmup = self.feed.warmup(self.session, self._warmup_step)
+            warmup = Warmup(feed_warmup.session, self._stored(feed_warmup.sessions))
+            self.recovery.warmup_source = "feed"
+        self.state.load_warmup(warmup)
+
+    def _stored(self, sessions: Iterable[WarmupSession]) -> Iterator[WarmupSession]:
+        """The feed's warm-up sessions, each written to the store on its way to state (a
+        restart then warms up from the store)."""
+        for item in sessions:
+            self.store.write("daily_bars", item.daily.select(list(DAILY_BARS.columns)))
+            if item.slot_volume is not None:
+                self.store.write(
+                    "slot_volume", slot_volume_rows(item.date, self.universe, item.slot_volume)
+                )
+            yield item
 
     def _recover_today(self) -> int | None:
         """Apply today's stored minute bars (a restart mid-session); returns where they end."""
@@ -406,9 +410,7 @@ class Node:
         try:
             # Warm-up history can take seconds to build; the server answers meanwhile, and a
             # stop request ends it at the next step (``_warmup_step``).
-            warmup = await self._in_thread(self._warm_up)
-            self.state.load_warmup(warmup)
-            del warmup
+            await self._in_thread(self._warm_up)
             resume_ns = await self._in_thread(self._recover_today)
             release_free_memory()
         except StopRequested:

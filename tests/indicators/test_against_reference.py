@@ -67,7 +67,7 @@ def replayed(dataset: Dataset) -> dict[int, dict[str, np.ndarray]]:
     state.load_reference(dataset.reference)
     daily = dataset.daily
     history = pa.Table.from_pandas(daily[daily["date"] < SESSIONS[0]], preserve_index=False)
-    state.load_warmup(Warmup(session=SESSIONS[0], daily=history))
+    state.load_warmup(Warmup.of(SESSIONS[0], history))
     batches = ref.minute_batches(dataset.minutes, dataset.universe)
     pending = next(batches, None)
     out = {}

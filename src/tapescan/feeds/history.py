@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tapescan.market.calendar import SessionTimes
 
@@ -74,10 +76,44 @@ class DailyAccumulator:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class WarmupSession:
+    """One session of warm-up history."""
+
+    date: dt.date
+    daily: pa.Table  # its daily bars, replay schema (symbol, date, open, high, low, close, volume)
+    # volume per 5-minute slot, (symbols, 192), for the sessions of the RVOL baseline; uint32
+    # like state's own (< 4.3e9 per slot)
+    slot_volume: npt.NDArray[np.uint32] | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Warmup:
-    """Everything state needs from before the first live event."""
+    """Everything state needs from before the first live event: the sessions before
+    ``session``, oldest first.
+
+    ``sessions`` may be produced one at a time as it is read (the simulated feed draws each
+    session then; the store reads each then), so that no more than one session of slot volume
+    (9 MB at 11,882 symbols) is held at once; it is read once.
+    """
 
     session: dt.date
-    daily: pa.Table  # daily bars of sessions before ``session``, replay schema
-    # volume per 5-minute slot, (symbols, 192); uint32 like state's own (< 4.3e9 per slot)
-    slot_volume: dict[dt.date, npt.NDArray[np.uint32]] = field(default_factory=dict)
+    sessions: Iterable[WarmupSession]
+
+    @classmethod
+    def of(
+        cls,
+        session: dt.date,
+        daily: pa.Table,
+        slot_volume: Mapping[dt.date, npt.NDArray[np.uint32]] | None = None,
+    ) -> Warmup:
+        """A warm-up from tables in memory: daily bars of any dates, slot volume by date."""
+        slots = slot_volume or {}
+        dates = daily.column("date")
+        days = sorted(set(dates.to_pylist()) | set(slots))
+        items = [
+            WarmupSession(
+                day, daily.filter(pc.equal(dates, pa.scalar(day, pa.date32()))), slots.get(day)
+            )
+            for day in days
+        ]
+        return cls(session, items)

@@ -163,28 +163,31 @@ class MarketState:
                 column[rows[known]] = np.asarray(values, dtype=np.float64)[known]
 
     def load_warmup(self, warmup: Warmup) -> None:
-        """Previous closes, ATR and average volume from daily bars; the RVOL ring from slots."""
-        daily = warmup.daily.filter(pc.less(warmup.daily.column("date"), pa.scalar(warmup.session)))
-        sessions = sorted(set(daily.column("date").to_pylist()))
-        rows = self.universe.indices_of(daily.column("symbol").to_pylist())
-        dates = np.array(daily.column("date").to_pylist(), dtype="datetime64[D]")
-        columns = {
-            name: daily.column(name).to_numpy().astype(np.float64)
-            for name in ("high", "low", "close", "volume")
-        }
+        """Previous closes, ATR and average volume from daily bars; the RVOL ring from slots.
+
+        Sessions are taken one at a time as ``warmup.sessions`` yields them; the RVOL baseline
+        is computed once at the end.
+        """
         n = len(self.universe)
-        for session in sessions:
-            here = (dates == np.datetime64(session)) & (rows >= 0)
-            mask = np.zeros(n, dtype=np.bool_)
-            mask[rows[here]] = True
-            bar = {name: np.full(n, np.nan) for name in columns}
-            for name, values in columns.items():
-                bar[name][rows[here]] = values[here]
-            self._close_daily_bar(
-                bar["high"], bar["low"], bar["close"], np.nan_to_num(bar["volume"]), mask
-            )
-        for session in sorted(warmup.slot_volume)[-self.limits.rvol_sessions :]:
-            self.rvol_history.push(warmup.slot_volume[session])
+        for item in warmup.sessions:
+            if item.date >= warmup.session:
+                continue
+            if item.daily.num_rows:
+                rows = self.universe.indices_of(item.daily.column("symbol").to_pylist())
+                here = rows >= 0
+                mask = np.zeros(n, dtype=np.bool_)
+                mask[rows[here]] = True
+                bar = {}
+                for name in ("high", "low", "close", "volume"):
+                    values = item.daily.column(name).to_numpy().astype(np.float64)
+                    bar[name] = np.full(n, np.nan)
+                    bar[name][rows[here]] = values[here]
+                self._close_daily_bar(
+                    bar["high"], bar["low"], bar["close"], np.nan_to_num(bar["volume"]), mask
+                )
+            if item.slot_volume is not None:
+                self.rvol_history.push(item.slot_volume, recompute=False)
+        self.rvol_history.recompute()
 
     def _close_daily_bar(
         self,

@@ -42,13 +42,21 @@ class RvolHistory:
         """True once N sessions are in the ring; until then RVOL is null (history missing)."""
         return self._filled == self.sessions
 
-    def push(self, slot_volume: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> None:
-        """Add one session's (symbols, 192) per-slot volume, dropping the oldest beyond N."""
-        self._ring[self._next] = np.asarray(slot_volume).astype(np.uint32)
+    def push(
+        self,
+        slot_volume: npt.NDArray[np.floating] | npt.NDArray[np.integer],
+        recompute: bool = True,
+    ) -> None:
+        """Add one session's (symbols, 192) per-slot volume, dropping the oldest beyond N.
+
+        Warm-up pushes its sessions with ``recompute=False`` and calls ``recompute`` once.
+        """
+        self._ring[self._next] = slot_volume  # cast on assignment: no copy of the session
         self._next = (self._next + 1) % self.sessions
         self._filled = min(self._filled + 1, self.sessions)
-        self._recompute()
         self._release()
+        if recompute:
+            self.recompute()
 
     def _release(self) -> None:
         """Hand the ring's pages back to the OS (they stay in the file) until the next push."""
@@ -57,10 +65,20 @@ class RvolHistory:
             self._ring.flush()  # type: ignore[attr-defined]
             mapping.madvise(mmap.MADV_DONTNEED)
 
-    def _recompute(self) -> None:
-        if self._filled == 0:
-            self.baseline_cumulative[:] = 0.0
-            return
-        total = self._ring.sum(axis=0, dtype=np.float64) / self._filled
+    def recompute(self) -> None:
+        """The baseline from the ring, one session at a time (each session's pages are handed
+        back before the next is read) and in place: no temporary of the baseline's size.
+
+        Sums of whole shares are exact in float64, so the order of the sessions does not
+        change a bit of the result.
+        """
         self.baseline_cumulative[:, 0] = 0.0
-        np.cumsum(total, axis=1, out=self.baseline_cumulative[:, 1:])
+        mean = self.baseline_cumulative[:, 1:]
+        mean[:] = 0.0
+        if self._filled == 0:
+            return
+        for position in range(self._filled):  # before the ring wraps, 0.._filled-1 are full
+            np.add(mean, self._ring[position], out=mean)
+            self._release()
+        mean /= self._filled
+        np.cumsum(mean, axis=1, out=mean)

@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, MINUTE_HISTORY_SESSIONS, Warmup
+from tapescan.feeds.history import (
+    DAILY_HISTORY_SESSIONS,
+    MINUTE_HISTORY_SESSIONS,
+    Warmup,
+    WarmupSession,
+)
 from tapescan.market.calendar import MarketCalendar, SessionTimes, ns_to_utc
 from tapescan.model import NS_PER_MINUTE, AggregateBatch, AggregateKind, Universe
 from tapescan.store.base import Store
@@ -44,28 +49,38 @@ def warmup_from_store(
     days = _dates(store, "daily_bars", "date", first, session)
     if needed[-1] not in days:
         return None
-    total = len(needed) + len(days)
-    slot_volume = {}
-    for done, day in enumerate(needed, start=1):
-        rows = store.read(
-            "SELECT session, symbol, volume FROM slot_volume WHERE session = %s",
-            [day],
-            SLOT_VOLUME.schema,
-        )
-        slot_volume[day] = slot_volume_matrix(rows, universe)
+    return Warmup(session, _sessions(store, universe, needed, days, on_step))
+
+
+def _sessions(
+    store: Store,
+    universe: Universe,
+    needed: list[dt.date],
+    days: list[dt.date],
+    on_step: Callable[[int, int], None] | None,
+) -> Iterator[WarmupSession]:
+    """Each session's daily bars and slot profile, read when the warm-up gets to it."""
+    sessions = sorted(set(needed) | set(days))
+    for done, day in enumerate(sessions, start=1):
+        daily = DAILY_BARS.schema.empty_table()
+        if day in days:
+            daily = store.read(
+                "SELECT date, symbol, open, high, low, close, volume FROM daily_bars "
+                "WHERE date = %s",
+                [day],
+                DAILY_BARS.schema,
+            ).sort_by("symbol")
+        slots = None
+        if day in needed:
+            rows = store.read(
+                "SELECT session, symbol, volume FROM slot_volume WHERE session = %s",
+                [day],
+                SLOT_VOLUME.schema,
+            )
+            slots = slot_volume_matrix(rows, universe)
         if on_step is not None:
-            on_step(done, total)
-    tables = []
-    for done, day in enumerate(days, start=len(needed) + 1):
-        table = store.read(
-            "SELECT date, symbol, open, high, low, close, volume FROM daily_bars WHERE date = %s",
-            [day],
-            DAILY_BARS.schema,
-        )
-        tables.append(table.sort_by("symbol"))
-        if on_step is not None:
-            on_step(done, total)
-    return Warmup(session=session, daily=pa.concat_tables(tables), slot_volume=slot_volume)
+            on_step(done, len(sessions))
+        yield WarmupSession(day, daily, slots)
 
 
 def _dates(store: Store, table: str, column: str, first: dt.date, before: dt.date) -> list[dt.date]:

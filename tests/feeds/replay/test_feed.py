@@ -39,6 +39,7 @@ from tests.feeds.replay.helpers import (
     replay,
     write_files,
 )
+from tests.warmups import gathered
 
 CAL = market_calendar()
 ET = ZoneInfo("America/New_York")
@@ -195,9 +196,10 @@ def test_warm_up_slot_volume_equals_a_direct_recomputation(
     steps: list[tuple[int, int]] = []
     next_day = CAL.next_session(DAY)
     warmup = feed.warmup(next_day, on_step=lambda done, total: steps.append((done, total)))
-    assert list(warmup.slot_volume) == [PREVIOUS_DAY, DAY]  # either side of the clock change
+    _, slot_volume = gathered(warmup)
+    assert list(slot_volume) == [PREVIOUS_DAY, DAY]  # either side of the clock change
     bars = pq.read_table(simulated.parquet.minute_bars)
-    for day, slots in warmup.slot_volume.items():
+    for day, slots in slot_volume.items():
         assert slots.shape == (SYMBOLS, SLOTS_PER_DAY)
         assert slots.dtype == np.uint32  # like state's own slot volume: half the memory of float64
         assert np.array_equal(slots, recomputed_slot_volume(bars, day, feed.universe.symbols))
@@ -212,31 +214,32 @@ def test_warm_up_daily_bars_are_the_last_sessions_before_the_one_replayed(
 ) -> None:
     feed = ReplayFeed.from_files(simulated.files(file_format))
     warmup = feed.warmup(DAY)
+    warmup_daily, slot_volume = gathered(warmup)
     daily = pq.read_table(simulated.parquet.daily_bars)
     dates = sorted({d for d in daily.column("date").to_pylist() if d < DAY})
     expected_dates = dates[-DAILY_HISTORY_SESSIONS:]
-    assert sorted(set(warmup.daily.column("date").to_pylist())) == expected_dates
+    assert sorted(set(warmup_daily.column("date").to_pylist())) == expected_dates
     assert expected_dates[-1] == PREVIOUS_DAY
     wanted = daily.filter(pc.is_in(daily.column("date"), pa.array(expected_dates)))
-    assert warmup.daily.num_rows == wanted.num_rows
-    assert warmup.daily.schema == daily.schema
+    assert warmup_daily.num_rows == wanted.num_rows
+    assert warmup_daily.schema == daily.schema
     keys = list(
         zip(
-            warmup.daily.column("date").to_pylist(),
-            warmup.daily.column("symbol").to_pylist(),
+            warmup_daily.column("date").to_pylist(),
+            warmup_daily.column("symbol").to_pylist(),
             strict=True,
         )
     )
     rows = [(d, feed.universe.index_of(s)) for d, s in keys]
     assert rows == sorted(rows)  # by date, then universe row
-    assert list(warmup.slot_volume) == [PREVIOUS_DAY]
+    assert list(slot_volume) == [PREVIOUS_DAY]
 
 
 def test_warm_up_before_any_history_is_empty(tmp_path: Path) -> None:
     feed = ReplayFeed.from_files(write_files(tmp_path, "parquet", minute_bars(["AAA"], [at(9, 0)])))
-    warmup = feed.warmup(PREVIOUS_DAY)
-    assert warmup.daily.num_rows == 0
-    assert warmup.slot_volume == {}
+    daily, slot_volume = gathered(feed.warmup(PREVIOUS_DAY))
+    assert daily.num_rows == 0
+    assert slot_volume == {}
 
 
 async def test_many_symbols_in_one_minute_arrive_as_one_batch(tmp_path: Path) -> None:
@@ -351,7 +354,7 @@ def test_a_run_starts_on_the_first_day_with_a_complete_rvol_baseline(
     assert f"replay starts on {eleventh}, the first day with a complete RVOL baseline" in (
         caplog.text
     )
-    assert feed.warmup(eleventh).slot_volume.keys() == set(feed.sessions[:10])
+    assert gathered(feed.warmup(eleventh))[1].keys() == set(feed.sessions[:10])
 
 
 def test_without_a_complete_baseline_a_run_starts_on_the_last_day_and_says_so(

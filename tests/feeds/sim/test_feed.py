@@ -17,6 +17,7 @@ from tapescan.model import (
     FeedStatus,
     HaltEvent,
 )
+from tests.warmups import gathered
 
 CAL = market_calendar()
 DAY = dt.date(2026, 11, 20)
@@ -97,21 +98,21 @@ def test_warmup_has_40_sessions_of_daily_bars_and_slot_volume_of_the_last_10() -
     feed = SimFeed(market)
     steps: list[tuple[int, int]] = []
     warmup = feed.warmup(DAY, on_step=lambda done, total: steps.append((done, total)))
+    assert not steps  # nothing is drawn before the warm-up is read
+    warmup_daily, slot_volume = gathered(warmup)
     sessions = CAL.previous_sessions(DAY, DAILY_HISTORY_SESSIONS)
-    assert sorted(set(warmup.daily.column("date").to_pylist())) == sessions
-    assert list(warmup.slot_volume) == sessions[-MINUTE_HISTORY_SESSIONS:]
+    assert sorted(set(warmup_daily.column("date").to_pylist())) == sessions
+    assert list(slot_volume) == sessions[-MINUTE_HISTORY_SESSIONS:]
     # One step per 30-minute chunk of each simulated session (32 a full day): fine enough for a
     # progress bar and for a stop request to be noticed within ~0.1 s at full size.
-    total = sum(CAL.session(d).extended_minutes // 30 for d in warmup.slot_volume)
+    total = sum(CAL.session(d).extended_minutes // 30 for d in slot_volume)
     assert [done for done, _ in steps] == list(range(1, total + 1))
     assert {t for _, t in steps} == {total}
     assert total >= 30 * MINUTE_HISTORY_SESSIONS
     last = sessions[-1]
-    daily = warmup.daily.filter(np.array(warmup.daily.column("date").to_pylist()) == last)
+    daily = warmup_daily.filter(np.array(warmup_daily.column("date").to_pylist()) == last)
     order = [market.universe.index_of(s) for s in daily.column("symbol").to_pylist()]
-    assert np.array_equal(
-        warmup.slot_volume[last].sum(axis=1)[order], daily.column("volume").to_numpy()
-    )
+    assert np.array_equal(slot_volume[last].sum(axis=1)[order], daily.column("volume").to_numpy())
 
 
 @pytest.mark.parametrize("late", [dt.time(20, 30), dt.time(23, 59)])

@@ -190,7 +190,7 @@ class ReplayFeed:
                 self.summary.minute_bars.rows,
                 on_step,
             )
-        return Warmup(session=session, daily=daily, slot_volume=slots)
+        return Warmup.of(session, daily, slots)
 
     async def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,7 @@ from tapescan.feeds.history import (
     MINUTE_HISTORY_SESSIONS,
     DailyAccumulator,
     Warmup,
+    WarmupSession,
 )
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.feeds.sim.intraday import CHUNK_MINUTES, MinuteChunk
@@ -57,15 +58,19 @@ class SimFeed:
         """Daily bars of the 40 sessions before ``session`` and slot volume of the last 10.
 
         The last 10 sessions are simulated minute by minute, so their daily bars are the
-        aggregates of the minutes that a replay of the same dates would see.
+        aggregates of the minutes that a replay of the same dates would see. Each is drawn
+        when the warm-up is read that far (one session's slot volume in memory at a time).
         """
+        return Warmup(session, self._warmup_sessions(session, on_step))
+
+    def _warmup_sessions(
+        self, session: dt.date, on_step: StepCallback | None
+    ) -> Iterator[WarmupSession]:
         calendar = self._market.calendar
         daily_sessions = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
         minute_sessions = daily_sessions[-MINUTE_HISTORY_SESSIONS:]
-        tables = [
-            self._market.modelled_daily_table(d) for d in daily_sessions[:-MINUTE_HISTORY_SESSIONS]
-        ]
-        slot_volume = {}
+        for day in daily_sessions[:-MINUTE_HISTORY_SESSIONS]:
+            yield WarmupSession(day, self._market.modelled_daily_table(day))
         total = sum(
             calendar.session(day).extended_minutes // CHUNK_MINUTES for day in minute_sessions
         )
@@ -78,13 +83,11 @@ class SimFeed:
                 chunk = path.chunk(index)
                 self._market.accumulate(accumulator, chunk)
                 self._market.add_slot_volume(slots, chunk)
+                del chunk
                 done += 1
                 if on_step is not None:  # ~0.1 s apart: also where a stop request is noticed
                     on_step(done, total)
-            tables.append(self._market.daily_table(accumulator))
-            slot_volume[day] = slots
-        daily = pa.concat_tables(tables)
-        return Warmup(session=session, daily=daily, slot_volume=slot_volume)
+            yield WarmupSession(day, self._market.daily_table(accumulator), slots)
 
     async def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
