@@ -12,6 +12,9 @@ MIN_PRICE = SUB_DOLLAR_TICK
 
 def round_to_tick(prices: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Each price rounded to its tick, never below the smallest tick."""
-    rounded = np.where(prices >= 1.0, np.round(prices, 2), np.round(prices, 4))
+    rounded = np.round(prices, 4)
+    cents = np.round(prices, 2)
+    np.copyto(rounded, cents, where=prices >= 1.0)
+    del cents
     # A sub-dollar price that rounds up to 1.0000 is on the $0.01 grid as well.
-    return np.maximum(rounded, MIN_PRICE)
+    return np.maximum(rounded, MIN_PRICE, out=rounded)

@@ -54,13 +54,19 @@ def slot_volume_rows(
 ) -> pa.Table:
     """One row per symbol that traded: its (192,) slot volume as uint32 little-endian bytes."""
     volume = np.asarray(slot_volume)
-    traded = np.flatnonzero(volume.sum(axis=1) > 0)
-    blobs = volume[traded].astype("<u4")
+    traded = np.flatnonzero(volume.any(axis=1))
+    blobs = np.ascontiguousarray(volume[traded], dtype="<u4")
+    width = blobs.shape[1] * 4
+    # one binary value per row straight over the matrix's bytes (no Python bytes per symbol)
+    offsets = np.arange(0, (len(traded) + 1) * width, width, dtype=np.int32)
+    profiles = pa.Array.from_buffers(
+        pa.binary(), len(traded), [None, pa.py_buffer(offsets), pa.py_buffer(blobs)]
+    )
     return pa.table(
         {
             "session": pa.array([session] * len(traded), pa.date32()),
             "symbol": pa.array([universe.symbols[i] for i in traded], pa.string()),
-            "volume": pa.array([row.tobytes() for row in blobs], pa.binary()),
+            "volume": profiles,
         },
         schema=SLOT_VOLUME.schema,
     )

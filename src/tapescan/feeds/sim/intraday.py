@@ -208,25 +208,60 @@ class DayPath:
         rng = np.random.default_rng([self._seed, self.plan.ordinal, index, MINUTE_STREAM])
         sigma = self.sigma[:, index : index + 1]
 
-        steps = rng.standard_normal((n, CHUNK_MINUTES)) * sigma
-        walk = np.concatenate([np.zeros((n, 1)), np.cumsum(steps, axis=1)], axis=1)
+        # Temporaries are dropped as soon as they are used and updated in place: a chunk of
+        # 11,882 symbols is 2.85 MB an array, and holding every step's array to the end would
+        # cost ~60 MB at each draw. The operations and their order are those of the plain
+        # expressions in the comments, so every value is the same to the bit.
+        steps = rng.standard_normal((n, CHUNK_MINUTES))
+        steps *= sigma
+        walk = np.empty((n, CHUNK_MINUTES + 1))  # [0, cumsum(steps)]
+        walk[:, 0] = 0.0
+        np.cumsum(steps, axis=1, out=walk[:, 1:])
+        del steps
         k = np.arange(CHUNK_MINUTES + 1) / CHUNK_MINUTES
-        bridge = walk - walk[:, -1:] * k[None, :]
+        walk -= walk[:, -1:] * k[None, :]  # the bridge: walk - walk[:, -1:] * k
         start, end = self.skeleton[:, index : index + 1], self.skeleton[:, index + 1 : index + 2]
-        noise = start + (end - start) * k[None, :] + bridge
+        noise = (end - start) * k[None, :]  # start + (end - start) * k + bridge
+        np.add(start, noise, out=noise)
+        noise += walk
+        del walk
         t = np.arange(first, first + CHUNK_MINUTES + 1, dtype=np.float64)
-        prices = np.exp(self._profile(t) + noise)
+        prices = self._profile(t)  # exp(profile + noise)
+        prices += noise
+        del noise
+        np.exp(prices, out=prices)
 
         open_ = round_to_tick(prices[:, :-1])
         close = round_to_tick(prices[:, 1:])
-        wick = np.abs(rng.standard_normal((2, n, CHUNK_MINUTES))) * sigma[None, :, :] * 0.4
-        high = round_to_tick(np.maximum(open_, close) * np.exp(wick[0]))
-        low = round_to_tick(np.minimum(open_, close) * np.exp(-wick[1]))
-        vwap = np.clip(np.round((open_ + high + low + close) / 4.0, 4), low, high)
+        del prices
+        # |N(0, 1)| * sigma * 0.4, for the high's and the low's wick
+        wick = rng.standard_normal((2, n, CHUNK_MINUTES))
+        np.abs(wick, out=wick)
+        wick *= sigma[None, :, :]
+        wick *= 0.4
+        np.exp(wick[0], out=wick[0])
+        high = np.maximum(open_, close)  # round(max(open, close) * exp(wick[0]))
+        high *= wick[0]
+        high = round_to_tick(high)
+        np.negative(wick[1], out=wick[1])
+        np.exp(wick[1], out=wick[1])
+        low = np.minimum(open_, close)  # round(min(open, close) * exp(-wick[1]))
+        low *= wick[1]
+        low = round_to_tick(low)
+        del wick
+        vwap = open_ + high  # clip(round((open + high + low + close) / 4, 4), low, high)
+        vwap += low
+        vwap += close
+        vwap /= 4.0
+        np.round(vwap, 4, out=vwap)
+        np.clip(vwap, low, high, out=vwap)
 
-        expected = self.minute_volume[:, index : index + 1] * self._volume_factor(minutes)
-        trade_rate = expected / u.trade_size[:, None]
-        p_active = -np.expm1(-trade_rate)
+        expected = self._volume_factor(minutes)  # minute volume x factor
+        np.multiply(self.minute_volume[:, index : index + 1], expected, out=expected)
+        p_active = expected / u.trade_size[:, None]  # -expm1(-trade rate)
+        np.negative(p_active, out=p_active)
+        np.expm1(p_active, out=p_active)
+        np.negative(p_active, out=p_active)
         active = rng.random((n, CHUNK_MINUTES)) < p_active
         tau = minutes - self.pre_minutes
         active[:, (tau == 0) | (tau == self.regular_minutes - 1)] = True
@@ -236,15 +271,27 @@ class DayPath:
             & (tau[None, :] < self.plan.halt_start[:, None] + HALT_MINUTES)
         )
         active &= ~halted
-        conditional = expected / np.maximum(p_active, 1e-12)
-        noise_volume = rng.lognormal(-0.125, 0.5, (n, CHUNK_MINUTES))
-        volume = np.where(active, np.maximum(np.rint(conditional * noise_volume), 1), 0).astype(
-            np.int64
-        )
-        per_trade = u.trade_size[:, None] * rng.uniform(0.6, 1.4, (n, CHUNK_MINUTES))
-        trades = np.where(active, np.clip(np.rint(volume / per_trade), 1, volume), 0).astype(
-            np.int64
-        )
+        del halted
+        idle = ~active
+        conditional = expected  # expected / max(p_active, 1e-12)
+        np.divide(expected, np.maximum(p_active, 1e-12, out=p_active), out=conditional)
+        del p_active
+        # where(active, max(rint(conditional * lognormal), 1), 0)
+        conditional *= rng.lognormal(-0.125, 0.5, (n, CHUNK_MINUTES))
+        np.rint(conditional, out=conditional)
+        np.maximum(conditional, 1, out=conditional)
+        conditional[idle] = 0
+        volume = conditional.astype(np.int64)
+        del conditional, expected
+        # where(active, clip(rint(volume / (trade size x uniform)), 1, volume), 0)
+        per_trade = rng.uniform(0.6, 1.4, (n, CHUNK_MINUTES))
+        np.multiply(u.trade_size[:, None], per_trade, out=per_trade)
+        np.divide(volume, per_trade, out=per_trade)
+        np.rint(per_trade, out=per_trade)
+        np.clip(per_trade, 1, volume, out=per_trade)
+        per_trade[idle] = 0
+        trades = per_trade.astype(np.int64)
+        del per_trade
 
         start_ns = self.times.pre_open_ns + minutes * 60_000_000_000
         return MinuteChunk(
