@@ -236,11 +236,11 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=390, description="A full snapshot of every scan this often."
     )
     recorder_queue_rows: int = Field(
-        default=400_000,
+        default=100_000,
         ge=1_000,
         le=50_000_000,
         description="Rows held in memory for the store before spilling to Parquet "
-        "(worst case ~100 B a row: 400,000 x 100 B = 40 MB).",
+        "(worst case ~100 B a row: 100,000 x 100 B = 10 MB).",
     )
     recorder_flush_s: float = Field(
         default=1.0, gt=0, le=60, description="Longest time a row waits before a write."

@@ -36,29 +36,40 @@ class DailyAccumulator:
 
     def add(
         self,
-        rows: npt.NDArray[np.int64],
         start_ns: npt.NDArray[np.int64],
+        active: npt.NDArray[np.bool_],
         open_: npt.NDArray[np.float64],
         high: npt.NDArray[np.float64],
         low: npt.NDArray[np.float64],
         close: npt.NDArray[np.float64],
         volume: npt.NDArray[np.int64],
     ) -> None:
-        np.add.at(self.volume, rows, volume)
+        """Consecutive minutes as (symbols, minutes) grids; ``start_ns`` (minutes,) holds their
+        starts and ``active`` the cells with a bar (volume is 0 elsewhere).
+
+        Worked on the grids in place of gathering the traded cells: a temporary or two of the
+        grid's size (2.85 MB for 11,882 symbols x 30 minutes) instead of ~35 MB.
+        """
+        self.volume += volume.sum(axis=1)
         regular = (start_ns >= self.times.regular_open_ns) & (
             start_ns < self.times.regular_close_ns
         )
         if not regular.any():
             return
-        rows, open_, close = rows[regular], open_[regular], close[regular]
-        np.maximum.at(self.high, rows, high[regular])
-        np.minimum.at(self.low, rows, low[regular])
-        symbols, first = np.unique(rows, return_index=True)
-        unset = np.isnan(self.open[symbols])
-        self.open[symbols[unset]] = open_[first[unset]]
-        reversed_rows = rows[::-1]
-        symbols, last = np.unique(reversed_rows, return_index=True)
-        self.close[symbols] = close[::-1][last]
+        first, last = np.flatnonzero(regular)[[0, -1]]
+        window = slice(int(first), int(last) + 1)  # regular minutes are consecutive
+        traded = active[:, window]
+        np.maximum(
+            self.high, np.max(np.where(traded, high[:, window], -np.inf), axis=1), out=self.high
+        )
+        np.minimum(self.low, np.min(np.where(traded, low[:, window], np.inf), axis=1), out=self.low)
+        rows = np.flatnonzero(traded.any(axis=1))
+        cells = traded[rows]
+        earliest = np.argmax(cells, axis=1)
+        latest = cells.shape[1] - 1 - np.argmax(cells[:, ::-1], axis=1)
+        unset = np.isnan(self.open[rows])
+        self.open[rows[unset]] = open_[rows[unset], window.start + earliest[unset]]
+        self.close[rows] = close[rows, window.start + latest]
 
     def table(self, symbols: pa.Array) -> pa.Table:
         traded = np.flatnonzero(~np.isnan(self.open))

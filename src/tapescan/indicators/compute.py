@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from tapescan.indicators.volume import expected_minute_volume, expected_volume, ratio_or_null
+from tapescan.indicators.volume import (
+    expected_minute_volume,
+    expected_volume,
+    ratio_or_null,
+    slot_position,
+)
 from tapescan.market.calendar import Phase
 from tapescan.state.market_state import MarketState
 
@@ -43,11 +48,13 @@ def compute_columns(state: MarketState) -> Columns:
     elapsed = now - state.times.pre_open_ns
     history = state.rvol_history
     if history.complete:
-        expected = expected_volume(history.baseline_cumulative, elapsed)
+        slot, fraction = slot_position(elapsed)
+        bounds = history.baseline(slot)
+        expected = expected_volume(bounds, fraction)
         rvol = ratio_or_null(
             state.volume.astype(np.float64), expected, state.limits.rvol_min_expected
         )
-        minute_expected = expected_minute_volume(history.baseline_cumulative, elapsed)
+        minute_expected = expected_minute_volume(bounds)
         spike = ratio_or_null(
             state.volume_1m.astype(np.float64), minute_expected, state.limits.vol_spike_min_expected
         )

@@ -24,17 +24,19 @@ def slot_position(elapsed_ns: int) -> tuple[int, float]:
     return int(slot), (elapsed_ns - slot * NS_PER_SLOT) / NS_PER_SLOT
 
 
-def expected_volume(baseline_cumulative: FloatArray, elapsed_ns: int) -> FloatArray:
-    """expected(t): ``baseline_cumulative`` is (symbols, 193), cumulative at slot boundaries."""
-    slot, fraction = slot_position(elapsed_ns)
-    start = baseline_cumulative[:, slot]
-    return start + fraction * (baseline_cumulative[:, slot + 1] - start)
+def expected_volume(bounds: FloatArray, fraction: float) -> FloatArray:
+    """expected(t): ``bounds`` (2, symbols) is the cumulative baseline at the start and the end
+    of t's slot, ``fraction`` the part of the slot that has passed."""
+    start: FloatArray = bounds[0]
+    end: FloatArray = bounds[1]
+    return start + fraction * (end - start)
 
 
-def expected_minute_volume(baseline_cumulative: FloatArray, elapsed_ns: int) -> FloatArray:
+def expected_minute_volume(bounds: FloatArray) -> FloatArray:
     """The baseline's one-minute volume in the current slot (slot volume / 5)."""
-    slot, _ = slot_position(elapsed_ns)
-    return (baseline_cumulative[:, slot + 1] - baseline_cumulative[:, slot]) / SLOT_MINUTES
+    start: FloatArray = bounds[0]
+    end: FloatArray = bounds[1]
+    return (end - start) / SLOT_MINUTES
 
 
 def ratio_or_null(numerator: FloatArray, denominator: FloatArray, minimum: float) -> FloatArray:

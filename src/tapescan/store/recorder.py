@@ -45,7 +45,7 @@ RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 @dataclass(frozen=True, slots=True)
 class RecorderLimits:
-    queue_rows: int = 400_000
+    queue_rows: int = 100_000
     flush_s: float = 1.0
     spill_max_bytes: int = 10 * 1024**3
     write_timeout_s: float = 30.0

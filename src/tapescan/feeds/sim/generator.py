@@ -125,15 +125,14 @@ class SimMarket:
         return accumulator.table(self._symbols)
 
     def accumulate(self, accumulator: DailyAccumulator, chunk: MinuteChunk) -> None:
-        minute_index, rows = np.nonzero(chunk.active.T)
         accumulator.add(
-            rows.astype(np.int64),
-            chunk.start_ns[minute_index],
-            chunk.open[rows, minute_index],
-            chunk.high[rows, minute_index],
-            chunk.low[rows, minute_index],
-            chunk.close[rows, minute_index],
-            chunk.volume[rows, minute_index],
+            chunk.start_ns,
+            chunk.active,
+            chunk.open,
+            chunk.high,
+            chunk.low,
+            chunk.close,
+            chunk.volume,
         )
 
     def slot_volume(self, session: dt.date) -> npt.NDArray[np.uint32]:
