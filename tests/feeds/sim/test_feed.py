@@ -105,7 +105,8 @@ def test_warmup_has_40_sessions_of_daily_bars_and_slot_volume_of_the_last_10() -
     assert list(slot_volume) == sessions[-MINUTE_HISTORY_SESSIONS:]
     # One step per 30-minute chunk of each simulated session (32 a full day): fine enough for a
     # progress bar and for a stop request to be noticed within ~0.1 s at full size.
-    total = sum(CAL.session(d).extended_minutes // 30 for d in slot_volume)
+    modelled = DAILY_HISTORY_SESSIONS - MINUTE_HISTORY_SESSIONS  # a step each, then a chunk each
+    total = modelled + sum(CAL.session(d).extended_minutes // 30 for d in slot_volume)
     assert [done for done, _ in steps] == list(range(1, total + 1))
     assert {t for _, t in steps} == {total}
     assert total >= 30 * MINUTE_HISTORY_SESSIONS

@@ -69,12 +69,17 @@ class SimFeed:
         calendar = self._market.calendar
         daily_sessions = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
         minute_sessions = daily_sessions[-MINUTE_HISTORY_SESSIONS:]
-        for day in daily_sessions[:-MINUTE_HISTORY_SESSIONS]:
-            yield WarmupSession(day, self._market.modelled_daily_table(day))
-        total = sum(
+        modelled = daily_sessions[:-MINUTE_HISTORY_SESSIONS]
+        # a step per modelled session and per 30-minute chunk of each simulated one
+        total = len(modelled) + sum(
             calendar.session(day).extended_minutes // CHUNK_MINUTES for day in minute_sessions
         )
         done = 0
+        for day in modelled:
+            yield WarmupSession(day, self._market.modelled_daily_table(day))
+            done += 1
+            if on_step is not None:  # where a stop request is noticed
+                on_step(done, total)
         for day in minute_sessions:
             path = self._market.day_path(day)
             accumulator = DailyAccumulator(len(self.universe), calendar.session(day))

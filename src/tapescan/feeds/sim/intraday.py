@@ -87,35 +87,60 @@ class DayPath:
         pre_factor = np.where(plan.news, 2.5, 1.0) * PRE_VOLATILITY
         post_factor = np.where(plan.post_news, 2.0, 1.0) * POST_VOLATILITY
         regular_profile = _resample(REGULAR_VOLATILITY, regular_chunks)
-        self.sigma = np.empty((n, self.chunks))
-        self.sigma[:, :pre_chunks] = (base_sigma * pre_factor)[:, None]
-        self.sigma[:, pre_chunks : pre_chunks + regular_chunks] = (
+        sigma = np.empty((n, self.chunks))
+        sigma[:, :pre_chunks] = (base_sigma * pre_factor)[:, None]
+        sigma[:, pre_chunks : pre_chunks + regular_chunks] = (
             base_sigma[:, None] * regular_profile[None, :]
         )
-        self.sigma[:, pre_chunks + regular_chunks :] = (base_sigma * post_factor)[:, None]
+        sigma[:, pre_chunks + regular_chunks :] = (base_sigma * post_factor)[:, None]
+        self.skeleton = self._skeleton(sigma)
+        del sigma  # a chunk's column is made again from these (2.9 MB less for a whole day)
+        self._sigma_parts = (base_sigma * pre_factor, base_sigma, regular_profile)
+        self._post_sigma = base_sigma * post_factor
 
         pre_share = np.where(plan.news, NEWS_PRE_SHARE, PRE_SHARE)
         post_share = np.where(plan.post_news, NEWS_POST_SHARE, POST_SHARE)
-        weights = [
-            pre_share[:, None] * (PRE_VOLUME[None, :pre_chunks] / PRE_VOLUME[:pre_chunks].sum()),
-            (1 - pre_share - post_share)[:, None]
-            * (
-                _resample(REGULAR_VOLUME, regular_chunks)
-                / _resample(REGULAR_VOLUME, regular_chunks).sum()
-            )[None, :],
-            post_share[:, None]
-            * (_resample(POST_VOLUME, post_chunks) / _resample(POST_VOLUME, post_chunks).sum())[
-                None, :
-            ],
-        ]
-        self.minute_volume = plan.expected_volume[:, None] * np.hstack(weights) / CHUNK_MINUTES
-        self.skeleton = self._skeleton()
+        # per phase: each symbol's share of the day's volume and each chunk's part of the phase
+        self._shares = (pre_share, 1 - pre_share - post_share, post_share)
+        self._parts = (
+            PRE_VOLUME[:pre_chunks] / PRE_VOLUME[:pre_chunks].sum(),
+            _resample(REGULAR_VOLUME, regular_chunks)
+            / _resample(REGULAR_VOLUME, regular_chunks).sum(),
+            _resample(POST_VOLUME, post_chunks) / _resample(POST_VOLUME, post_chunks).sum(),
+        )
 
-    def _skeleton(self) -> FloatArray:
+    def _phase_of(self, index: int) -> tuple[int, int]:
+        """(phase 0/1/2 for pre/regular/post, the chunk's position in its phase)."""
+        pre, regular, _ = self._phase_chunks
+        if index < pre:
+            return 0, index
+        if index < pre + regular:
+            return 1, index - pre
+        return 2, index - pre - regular
+
+    def _sigma(self, index: int) -> FloatArray:
+        """The chunk's per-minute volatility, (symbols, 1)."""
+        phase, k = self._phase_of(index)
+        pre_sigma, base_sigma, regular_profile = self._sigma_parts
+        column: FloatArray = self._post_sigma
+        if phase == 0:
+            column = pre_sigma
+        elif phase == 1:
+            column = base_sigma * regular_profile[k]
+        return column[:, None]
+
+    def _minute_volume(self, index: int) -> FloatArray:
+        """The chunk's expected volume a minute, (symbols, 1)."""
+        phase, k = self._phase_of(index)
+        weight = self._shares[phase] * self._parts[phase][k]
+        column: FloatArray = self.plan.expected_volume * weight / CHUNK_MINUTES
+        return column[:, None]
+
+    def _skeleton(self, sigma: FloatArray) -> FloatArray:
         """Noise at each 30-minute boundary: bridges over pre and regular, a walk after."""
-        n, chunks = self.sigma.shape
+        n, chunks = sigma.shape
         rng = np.random.default_rng([self._seed, self.plan.ordinal, SKELETON_STREAM])
-        variance = self.sigma**2 * CHUNK_MINUTES
+        variance = sigma**2 * CHUNK_MINUTES
         steps = rng.standard_normal((n, chunks)) * np.sqrt(variance)
         noise = np.zeros((n, chunks + 1))
         pre, regular, _ = self._phase_chunks
@@ -206,7 +231,7 @@ class DayPath:
         first = index * CHUNK_MINUTES
         minutes = np.arange(first, first + CHUNK_MINUTES, dtype=np.int64)
         rng = np.random.default_rng([self._seed, self.plan.ordinal, index, MINUTE_STREAM])
-        sigma = self.sigma[:, index : index + 1]
+        sigma = self._sigma(index)
 
         # Temporaries are dropped as soon as they are used and updated in place: a chunk of
         # 11,882 symbols is 2.85 MB an array, and holding every step's array to the end would
@@ -257,7 +282,7 @@ class DayPath:
         np.clip(vwap, low, high, out=vwap)
 
         expected = self._volume_factor(minutes)  # minute volume x factor
-        np.multiply(self.minute_volume[:, index : index + 1], expected, out=expected)
+        np.multiply(self._minute_volume(index), expected, out=expected)
         p_active = expected / u.trade_size[:, None]  # -expm1(-trade rate)
         np.negative(p_active, out=p_active)
         np.expm1(p_active, out=p_active)
