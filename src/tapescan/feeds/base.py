@@ -13,7 +13,8 @@ from tapescan.market.clock import Clock
 from tapescan.model import FeedEvent, Universe
 
 StepCallback = Callable[[int, int], None]
-"""Progress of a long step: called with (done, total)."""
+"""Progress of a long step: called with (done, total); (0, total) while it prepares. It is also
+where a stop request ends the step (the callback raises)."""
 
 
 class FeedError(Exception):

@@ -75,6 +75,8 @@ class SimFeed:
             calendar.session(day).extended_minutes // CHUNK_MINUTES for day in minute_sessions
         )
         done = 0
+        if on_step is not None:  # the chain's first walk: (0, total) now and then
+            self._market.walk_to(daily_sessions[0], lambda: on_step(0, total))
         for day in modelled:
             yield WarmupSession(day, self._market.modelled_daily_table(day))
             done += 1

@@ -12,6 +12,7 @@ random stream, so any session can be planned without simulating the minutes befo
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,9 @@ def _signed(rng: np.random.Generator, up_probability: float, n: int) -> FloatArr
     return np.where(rng.random(n) < up_probability, 1.0, -1.0)
 
 
+WALK_TICK = 50  # sessions of the chain walked between two ticks (~30 ms)
+
+
 class DailyChain:
     """Opens and closes of every session since ``SIM_EPOCH``, for one universe and seed."""
 
@@ -121,8 +125,12 @@ class DailyChain:
         close = round_to_tick(open_ * np.exp(np.where(news, news_return, ordinary_return)))
         return open_, close
 
-    def close_before(self, ordinal: int) -> FloatArray:
-        """The regular close of the session before ``ordinal`` (base price before the epoch)."""
+    def close_before(self, ordinal: int, tick: Callable[[], None] | None = None) -> FloatArray:
+        """The regular close of the session before ``ordinal`` (base price before the epoch).
+
+        The first call walks the chain from the epoch (~3,000 sessions, ~2 s at 11,882 symbols);
+        ``tick`` is called every ``WALK_TICK`` sessions of it (where a stop request is noticed).
+        """
         if ordinal == 0:
             return self._universe.base_price.copy()
         target = ordinal - 1
@@ -134,6 +142,8 @@ class DailyChain:
         close = self._last_close
         for k in range(self._last_ordinal + 1, target + 1):
             _, close = self._open_close(k, close)
+            if tick is not None and k % WALK_TICK == 0:
+                tick()
         self._last_ordinal, self._last_close = target, close
         self._remember(target, close)
         return close
