@@ -13,7 +13,7 @@ the port and, for the run that is compared, the clock's pace are given.
    The restart's clock runs at 1/100 of real time so that no per-second aggregate of the next
    minute arrives while the symbols are read (a replay to a minute boundary has none of them).
 
-The processes' RSS is sampled all along and must stay within the budget of docs/memory.md.
+The processes' RSS is sampled all along and must stay below RSS_LIMIT_MB (docs/memory.md).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ SYMBOLS = 11_882
 SEED = 7
 SAMPLE = 400
 STOP_WITHIN_S = 2.0
-RSS_BUDGET_MB = 700  # docs/memory.md: peak during warm-up and catch-up; steady ~330-355 MB
+# The design's budget is 300 MB for the whole process; start-up peaks still reach 290-322 MB
+# (docs/memory.md), so this guards the 566/580 MB they were from coming back, not the budget.
+RSS_LIMIT_MB = 350
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +109,7 @@ def test_sigint_during_start_up_ends_the_process_within_2_s(workdir: Path, after
     assert "Traceback" not in stderr, stderr
     peak = rss.join()
     print(f"peak RSS, SIGINT after {after_s} s: {peak:.0f} MB; gone {took:.2f} s after it")
-    assert peak < RSS_BUDGET_MB
+    assert peak < RSS_LIMIT_MB
 
 
 def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
@@ -171,4 +173,4 @@ def test_restart_mid_session_continues_with_every_column_equal_to_a_replay(
     assert sum(v["chg_5m_pct"] is not None for v in values.values()) > SAMPLE / 2
     peaks = first_rss.join(), second_rss.join()
     print(f"peak RSS: first run {peaks[0]:.0f} MB, restart {peaks[1]:.0f} MB")  # for the docs
-    assert max(peaks) < RSS_BUDGET_MB
+    assert max(peaks) < RSS_LIMIT_MB
