@@ -1,7 +1,7 @@
 """The default `tapescan run` at full size (11,882 symbols): stopped at any moment, restarted.
 
 Every run here uses the default settings (simulated market of 11,882 symbols, DuckDB store in
-the working directory, its 32 MB buffer pool, per-second aggregates); only the start instant,
+the working directory, its 16 MB buffer pool, per-second aggregates); only the start instant,
 the port and, for the run that is compared, the clock's pace are given.
 
 1. Three runs are stopped with SIGINT 1, 5 and 20 s after they start (imports, building the
@@ -44,9 +44,7 @@ SYMBOLS = 11_882
 SEED = 7
 SAMPLE = 400
 STOP_WITHIN_S = 2.0
-# The design's budget is 300 MB for the whole process; start-up peaks still reach 290-322 MB
-# (docs/memory.md), so this guards the 566/580 MB they were from coming back, not the budget.
-RSS_LIMIT_MB = 350
+RSS_LIMIT_MB = 300  # the design's budget for the whole process (docs/memory.md)
 
 pytestmark = pytest.mark.slow
 

@@ -90,4 +90,4 @@ def test_a_failed_warm_up_ends_the_process_with_one_line(tmp_path: Path) -> None
     assert "Traceback" not in stderr
     failures = [line for line in stderr.splitlines() if line.startswith("tapescan: warm-up failed")]
     assert len(failures) == 1, stderr
-    assert "buffer size must be a multiple of element size" in failures[0]
+    assert "slot_volume rows must each hold 192 uint32 volumes" in failures[0]

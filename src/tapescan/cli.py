@@ -133,6 +133,10 @@ def run(
         fail(str(error))
     except ScanValidationError as error:
         fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
+    except RuntimeError as error:
+        if str(error) != DUCKDB_INTERRUPTED:
+            raise
+        raise KeyboardInterrupt from None  # Ctrl-C while DuckDB opened the store: exit 130
     clock_at = ns_to_et(node.clock.now_ns())
     pace = "max" if node.clock.speed is None else f"{node.clock.speed:g}x"
     err.print(
@@ -523,6 +527,10 @@ def bench_storage_command(
         _progress,
     )
     _print_report(report, as_json)
+
+
+# What DuckDB raises instead of KeyboardInterrupt when Ctrl-C lands inside one of its calls.
+DUCKDB_INTERRUPTED = "Query interrupted"
 
 
 def main() -> None:

@@ -227,7 +227,7 @@ class Settings(BaseSettings):
     )
     archive_zstd_level: int = Field(default=9, ge=1, le=22)
     duckdb_memory_mb: int = Field(
-        default=32,
+        default=16,
         ge=16,
         le=65_536,
         description="DuckDB's buffer pool for the embedded store (its cache of written pages).",
@@ -241,6 +241,13 @@ class Settings(BaseSettings):
         le=50_000_000,
         description="Rows held in memory for the store before spilling to Parquet "
         "(worst case ~100 B a row: 100,000 x 100 B = 10 MB).",
+    )
+    recorder_write_rows: int = Field(
+        default=25_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows one store write takes (one transaction); more queued rows go in "
+        "several (~100 B a row in Arrow and again in the store's own copy: 25,000 rows ~5 MB).",
     )
     recorder_flush_s: float = Field(
         default=1.0, gt=0, le=60, description="Longest time a row waits before a write."

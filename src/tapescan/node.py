@@ -221,6 +221,7 @@ class Node:
                 settings.recorder_flush_s,
                 settings.recorder_spill_max_bytes,
                 settings.recorder_write_timeout_s,
+                settings.recorder_write_rows,
             ),
         )
         self.recovery = Recovery()
@@ -444,6 +445,7 @@ class Node:
                 done = (event.ts_event_ns - times.pre_open_ns) // NS_PER_MINUTE
                 self.stats.warmup_done, self.stats.warmup_total = min(done, behind), behind
                 await asyncio.sleep(0)  # a catch-up applies hours at once: let signals in
+                await self._store_keeps_up()
         self._caught_up()
         if self.paced_by_feed:
             await self._cycles_before(self.state.now_ns + 1)
@@ -460,6 +462,13 @@ class Node:
                 self.recorder.put(
                     "minute_bars", minute_bar_rows(event, keep, session, self._symbols)
                 )
+
+    async def _store_keeps_up(self) -> None:
+        """A catch-up makes bars faster than the store writes them: wait for the store
+        rather than hold hours of them in memory (waits end at a stop request)."""
+        room = self.settings.recorder_queue_rows // 2
+        while self.recorder.backlog_rows() > room and not self._stopping.is_set():
+            await self._in_thread(self.recorder.wait_for_room, room, 0.25)
 
     async def _cycles_before(self, ts_ns: int) -> None:
         """Run every grid cycle before ``ts_ns``; none while the market is closed."""

@@ -286,3 +286,45 @@ def test_stopping_while_a_write_hangs_spills_what_is_held(
     assert recorder.stats.spilled_rows == 30
     files = sorted((tmp_path / "spill").glob("*.parquet"))
     assert sum(pq.read_table(f).num_rows for f in files) == 30
+
+
+def test_a_burst_is_written_in_batches_of_at_most_write_rows_in_order(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    """A catch-up queues many tables at once: no store write takes more than write_rows."""
+    store.delay_s = 0.02  # the burst queues up while the first write runs
+    limits = RecorderLimits(10_000, flush_s=0.05, write_rows=250)
+    recorder = Recorder(store, tmp_path / "spill", limits)
+    recorder.start()
+    try:
+        for first in range(0, 3_000, 300):  # tables larger and smaller than a batch
+            recorder.put("symbols", symbols(first, 300))
+        assert recorder.flush(timeout_s=30)
+    finally:
+        recorder.stop(timeout_s=5)
+    sizes = [t.num_rows for t in store.written["symbols"]]
+    assert max(sizes) <= 250
+    assert store.symbols() == [f"S{i:05d}" for i in range(3_000)]
+    assert recorder.stats.written_rows == 3_000
+    assert recorder.stats.lost_rows == 0
+
+
+def test_a_producer_waits_for_room_until_the_store_has_taken_the_rows(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    store.delay_s = 0.05
+    recorder = Recorder(store, tmp_path / "spill", RecorderLimits(10_000, write_rows=100))
+    recorder.start()
+    try:
+        for first in range(0, 2_000, 500):
+            recorder.put("symbols", symbols(first, 500))
+        assert recorder.backlog_rows() > 600
+        assert recorder.wait_for_room(600, timeout_s=30)
+        assert recorder.backlog_rows() <= 600
+        assert len(store.symbols()) >= 1_400
+        store.up = False  # nobody waits on a store that is down: rows spill instead
+        recorder.put("symbols", symbols(5_000, 5_000))
+        assert recorder.wait_for_room(0, timeout_s=30)
+    finally:
+        store.up = True
+        recorder.stop(timeout_s=5)

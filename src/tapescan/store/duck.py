@@ -42,7 +42,7 @@ def duck_sql(sql: str) -> str:
 class DuckDbStore(Store):
     backend = "duckdb"
 
-    def __init__(self, path: Path, memory_limit: str = "32MB") -> None:
+    def __init__(self, path: Path, memory_limit: str = "16MB") -> None:
         super().__init__()
         self.path = path
         self._memory_limit = memory_limit
@@ -93,9 +93,12 @@ class DuckDbStore(Store):
             cursor.execute("BEGIN").fetchall()
             try:
                 if replace:  # last write wins per key, without an in-memory index
-                    match = " AND ".join(f"{spec.name}.{k} = incoming.{k}" for k in spec.key)
+                    # A semi-join on the key columns only: DELETE ... USING incoming would hash
+                    # whole incoming rows (a session's slot volume, 9 MB, needs over 16 MB).
+                    match = " AND ".join(f"i.{k} = {spec.name}.{k}" for k in spec.key)
                     cursor.execute(
-                        f"DELETE FROM {spec.name} USING incoming WHERE {match}"
+                        f"DELETE FROM {spec.name} WHERE EXISTS "
+                        f"(SELECT 1 FROM incoming i WHERE {match})"
                     ).fetchall()
                 cursor.execute(
                     f"INSERT INTO {spec.name} ({columns}) SELECT {columns} FROM incoming"

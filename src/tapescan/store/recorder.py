@@ -49,6 +49,7 @@ class RecorderLimits:
     flush_s: float = 1.0
     spill_max_bytes: int = 10 * 1024**3
     write_timeout_s: float = 30.0
+    write_rows: int = 25_000  # most rows in one store write: a catch-up's burst goes in several
 
 
 @dataclass(slots=True)
@@ -74,6 +75,23 @@ _Item = tuple[str, pa.Table] | tuple[dt.date, Sequence[Delta], Sequence[Snapshot
 _Queued = tuple[_Item, int]  # with its row count
 
 
+def split_rows(tables: list[pa.Table], rows: int) -> tuple[list[pa.Table], list[pa.Table]]:
+    """The first ``rows`` rows of ``tables`` (whole tables, then a slice) and the rest."""
+    taken: list[pa.Table] = []
+    count = 0
+    for index, table in enumerate(tables):
+        room = rows - count
+        if table.num_rows <= room:
+            taken.append(table)
+            count += table.num_rows
+            continue
+        if room > 0:
+            taken.append(table.slice(0, room))
+            return taken, [table.slice(room), *tables[index + 1 :]]
+        return taken, tables[index:]
+    return taken, []
+
+
 class Recorder:
     def __init__(
         self,
@@ -89,6 +107,7 @@ class Recorder:
         self._on_write = on_write
         self._queue: deque[_Queued] = deque()
         self._queued_rows = 0
+        self._pending_count = 0  # rows taken by the writer and not yet written (under _cond)
         self._cond = threading.Condition()
         self._stopping = False
         self._flush_requested = 0
@@ -140,6 +159,28 @@ class Recorder:
             self.stats.queued_rows = self._queued_rows
             self._cond.notify()
 
+    def backlog_rows(self) -> int:
+        """Rows queued or taken by the writer and not yet written."""
+        with self._cond:
+            return self._queued_rows + self._pending_count
+
+    def wait_for_room(self, rows: int, timeout_s: float) -> bool:
+        """Block until at most ``rows`` rows wait for the store (False on timeout).
+
+        For a producer that can wait, such as a catch-up that would otherwise queue hours of
+        bars faster than the store takes them. While the store is down nobody waits: rows
+        spill to disk instead.
+        """
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (
+                    self._stopping
+                    or not self.stats.store_up
+                    or self._queued_rows + self._pending_count <= rows
+                ),
+                timeout_s,
+            )
+
     # ------------------------------------------------------------------ control
 
     def start(self) -> None:
@@ -186,6 +227,7 @@ class Recorder:
                 self._cond.wait(remaining)
             items = list(self._queue)
             self._queue.clear()
+            self._pending_count += self._queued_rows
             self._queued_rows = 0
             ticket = self._flush_requested
             return items, ticket
@@ -252,7 +294,8 @@ class Recorder:
                 self._errors.cleared("recorder")
             self._publish_errors()
             with self._cond:
-                self.stats.queued_rows = self._queued_rows + self._pending_rows(pending)
+                self._pending_count = self._pending_rows(pending)
+                self.stats.queued_rows = self._queued_rows + self._pending_count
                 if not pending and self.stats.store_up and not self._spill_files():
                     self._flushed = ticket
                 self._cond.notify_all()
@@ -326,18 +369,33 @@ class Recorder:
         self.stats.recent_errors = self._errors.history
 
     def _write_pending(self, pending: dict[str, list[pa.Table]]) -> None:
+        """Write ``pending`` in batches of at most ``write_rows`` rows, oldest first.
+
+        A burst (a catch-up queues minutes of bars faster than the store takes them) never goes
+        in one transaction: one concatenated copy of it, and the store's own copy while it
+        inserts, would both be as large as the burst. A failed batch leaves itself and the rest
+        in ``pending``; the batches before it are written.
+        """
         for name in list(pending):
-            table = pa.concat_tables(pending[name])
-            pending[name] = [table]  # a retry after a failure does not concatenate again
-            began = time.perf_counter()
-            self.store.write(name, table)
-            elapsed = time.perf_counter() - began
+            tables = pending[name]
+            while tables:
+                batch, rest = split_rows(tables, self.limits.write_rows)
+                table = batch[0] if len(batch) == 1 else pa.concat_tables(batch)
+                del batch
+                began = time.perf_counter()
+                self.store.write(name, table)
+                elapsed = time.perf_counter() - began
+                pending[name] = tables = rest
+                with self._cond:  # a producer waiting for room may go on
+                    self._pending_count = max(0, self._pending_count - table.num_rows)
+                    self._cond.notify_all()
+                self.stats.written_rows += table.num_rows
+                self.stats.writes += 1
+                self.stats.last_write_ms = elapsed * 1000
+                if self._on_write is not None:
+                    self._on_write(name, table.num_rows, elapsed)
+                del table
             del pending[name]
-            self.stats.written_rows += table.num_rows
-            self.stats.writes += 1
-            self.stats.last_write_ms = elapsed * 1000
-            if self._on_write is not None:
-                self._on_write(name, table.num_rows, elapsed)
 
     def _drop_oldest(self, pending: dict[str, list[pa.Table]], keep_rows: int) -> None:
         """Drop the oldest rows of the fullest tables until ``keep_rows`` are left; counted."""

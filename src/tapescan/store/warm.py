@@ -78,6 +78,7 @@ def _sessions(
                 SLOT_VOLUME.schema,
             )
             slots = slot_volume_matrix(rows, universe)
+            del rows  # 9 MB at full size: not alive while the next session is read
         if on_step is not None:
             on_step(done, len(sessions))
         yield WarmupSession(day, daily, slots)

@@ -19,7 +19,7 @@ from tapescan.feeds.history import (
     WarmupSession,
 )
 from tapescan.feeds.sim.generator import SimMarket
-from tapescan.feeds.sim.intraday import CHUNK_MINUTES, MinuteChunk
+from tapescan.feeds.sim.intraday import CHUNK_MINUTES, DayPath, MinuteChunk
 from tapescan.feeds.sim.plan import HALT_MINUTES
 from tapescan.feeds.sim.seconds import split_minute
 from tapescan.market.clock import Clock
@@ -32,6 +32,7 @@ from tapescan.model import (
     Universe,
     stamped,
 )
+from tapescan.ops.memory import release_free_memory
 
 SECOND_STREAM = 0x5EED_0006
 
@@ -128,21 +129,22 @@ class SimFeed:
         halt_start = path.plan.halt_start
         halted_rows = np.flatnonzero(halt_start >= 0)
         for index in range(path.chunks):
-            # Drawing 30 minutes of the market takes ~0.1 s: off the event loop when live.
-            chunk_end = int(path.times.pre_open_ns) + (index + 1) * CHUNK_MINUTES * NS_PER_MINUTE
-            if chunk_end <= start_ns:
-                chunk = path.chunk(index)
-            else:
-                chunk = await asyncio.to_thread(path.chunk, index)
+            chunk_start = int(path.times.pre_open_ns) + index * CHUNK_MINUTES * NS_PER_MINUTE
+            chunk_end = chunk_start + CHUNK_MINUTES * NS_PER_MINUTE
+            chunk: MinuteChunk | None = None
+            if resume_ns is None or chunk_end > resume_ns:  # else a restart has its bars
+                # Drawing 30 minutes of the market takes ~0.1 s: off the event loop, and always
+                # in a worker thread, whose freed draws the next draw reuses.
+                chunk = await asyncio.to_thread(_drawn, path, index)
             for minute in range(CHUNK_MINUTES):
-                minute_start = int(chunk.start_ns[minute])
+                minute_start = chunk_start + minute * NS_PER_MINUTE
                 if end_ns is not None and minute_start + NS_PER_MINUTE > end_ns:
                     return
                 catching_up = minute_start + NS_PER_MINUTE <= start_ns
                 recovered = resume_ns is not None and minute_start + NS_PER_MINUTE <= resume_ns
                 for event in self._halts(
                     path.pre_minutes,
-                    chunk.first_minute + minute,
+                    index * CHUNK_MINUTES + minute,
                     minute_start,
                     halted_rows,
                     halt_start,
@@ -150,7 +152,7 @@ class SimFeed:
                     if not catching_up:
                         await clock.sleep_until(event.ts_event_ns)
                     yield event
-                if recovered:
+                if recovered or chunk is None:
                     continue
                 if self._second_aggregates and not catching_up:
                     async for batch in self._seconds(clock, path.plan.ordinal, chunk, minute):
@@ -205,3 +207,11 @@ class SimFeed:
         for batch in batches:
             await clock.sleep_until(batch.ts_event_ns)
             yield stamped(batch)
+
+
+def _drawn(path: DayPath, index: int) -> MinuteChunk:
+    """Chunk ``index`` of ``path``; the draw's temporaries (~7 MB) go back to the OS at once
+    rather than stack under the next minute's per-second split."""
+    chunk = path.chunk(index)
+    release_free_memory()
+    return chunk
