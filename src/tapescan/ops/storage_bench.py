@@ -562,7 +562,7 @@ def bench_storage(
     schema = f"tapescan_bench_{uuid.uuid4().hex[:12]}"
     with _scratch(workdir) as scratch, _Bar(show_bar) as bar:
         # A measuring store, not the running process's: its duplicate-key group-bys over the
-        # day need more than the run's 32 MB buffer pool (duckdb_memory_mb).
+        # day need more than the run's 16 MB buffer pool (duckdb_memory_mb).
         duck = DuckDbStore(scratch / "store.duckdb", BENCH_DUCKDB_MEMORY)
         pg = PostgresStore(postgres_url, schema)
         try:

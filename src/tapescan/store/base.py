@@ -119,7 +119,7 @@ class Store(abc.ABC):
         spec = TABLES[name]
         column = spec.session_column
         # Sorted here, not by the database: a session of scan events is ~465 MB at full size,
-        # more than the embedded store's 32 MB buffer pool can sort; a plain scan streams.
+        # more than the embedded store's 16 MB buffer pool can sort; a plain scan streams.
         rows = self.read(
             f"SELECT {', '.join(spec.columns)} FROM {name} WHERE {column} = %s",
             [session],

@@ -39,7 +39,7 @@ def warmup_from_store(
     Complete means: slot profiles of each of the 10 sessions before (the RVOL baseline) and daily
     bars of the session before. Daily bars of up to 40 sessions are used. Read one session at a
     time (at 11,882 symbols ~9 MB of slot profiles or ~0.7 MB of daily bars each), without
-    sorting in the store: the embedded store's 32 MB buffer pool, shared with the recorder
+    sorting in the store: the embedded store's 16 MB buffer pool, shared with the recorder
     writing back what it spilled, never has to hold the whole history at once.
     """
     needed = calendar.previous_sessions(session, MINUTE_HISTORY_SESSIONS)
