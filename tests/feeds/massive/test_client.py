@@ -1,0 +1,145 @@
+"""The Massive client against the local fake server, over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tapescan.feeds.massive.client import MassiveAuthError, MassiveClient
+from tapescan.feeds.massive.fake_server import FakeMassive, Faults
+from tapescan.feeds.massive.link import Backoff, Link, LinkState, topics
+from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
+from tapescan.model import AggregateKind, Universe
+
+RESOURCES = Path(__file__).parent / "resources"
+UNIVERSE = Universe(["GTE", "MSFT", "SPCE"])
+KEY = "fake-key-for-tests"
+
+
+def recorded_frames() -> list[bytes]:
+    recorded = json.loads((RESOURCES / "frames.json").read_text())
+    return [json.dumps(item["frame"]).encode() for item in recorded]
+
+
+async def reaches(client: MassiveClient, state: LinkState) -> None:
+    async with asyncio.timeout(10):
+        await client.wait_until(lambda: client.state is state)
+
+
+def client_for(server: FakeMassive, key: str = KEY) -> MassiveClient:
+    link = Link(key, topics(), backoff=Backoff(base_s=0.05, cap_s=1.0), rng=random.Random(2))
+    return MassiveClient(server.url, link, FrameParser(UNIVERSE))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeMassive]:
+    fake = FakeMassive(KEY)
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+async def next_batch(client: MassiveClient) -> ParsedFrame:
+    async with asyncio.timeout(10):
+        async for parsed in client.batches():
+            return parsed
+    raise AssertionError("no batch")
+
+
+async def test_connects_authenticates_subscribes_and_receives_bars(server: FakeMassive) -> None:
+    client = client_for(server)
+    running = asyncio.create_task(client.run())
+    try:
+        await reaches(client, LinkState.LIVE)
+        assert server.stats.subscriptions == ["A.*,AM.*,LULD.*"]
+        assert await server.publish(recorded_frames()[0]) == 1
+        parsed = await next_batch(client)
+        (batch,) = parsed.batches
+        assert batch.kind is AggregateKind.SECOND
+        assert batch.close.tolist() == [25.39, 0.4486]
+    finally:
+        await client.stop()
+        await running
+
+
+async def test_a_refused_key_ends_the_client_with_exit_code_2_and_no_retry(
+    server: FakeMassive,
+) -> None:
+    client = client_for(server, key="wrong-key")
+    async with asyncio.timeout(5):
+        with pytest.raises(MassiveAuthError, match="MASSIVE_API_KEY") as failure:
+            await client.run()
+    assert failure.value.exit_code == 2
+    assert "wrong-key" not in str(failure.value)
+    assert server.stats.connections == 1
+    assert client.state is LinkState.FAILED
+
+
+async def test_a_dropped_connection_is_reconnected_and_resubscribed(
+    server: FakeMassive,
+) -> None:
+    server.faults = Faults(drop_after_frames=1)
+    client = client_for(server)
+    running = asyncio.create_task(client.run())
+    try:
+        await reaches(client, LinkState.LIVE)
+        frame = recorded_frames()[0]
+        assert await server.publish(frame) == 1
+        await next_batch(client)
+        await server.publish(frame)  # the server drops the TCP connection instead
+        assert server.stats.dropped == 1
+        async with asyncio.timeout(10):  # back after one reconnect
+            await client.wait_until(
+                lambda: client.link.counters.reconnects == 1 and client.state is LinkState.LIVE
+            )
+        assert server.stats.authenticated == 2
+        assert server.stats.subscriptions == ["A.*,AM.*,LULD.*"] * 2
+        assert client.link.counters.reconnects == 1
+        assert client.link.counters.drops == {"closed 1006": 1}
+        assert await server.publish(frame) == 1
+        assert (await next_batch(client)).batches
+    finally:
+        await client.stop()
+        await running
+
+
+async def test_a_second_process_on_the_key_is_warned_about_and_backed_off(
+    server: FakeMassive,
+) -> None:
+    first, second = client_for(server), client_for(server)
+    tasks = [asyncio.create_task(first.run())]
+    try:
+        await reaches(first, LinkState.LIVE)
+        tasks.append(asyncio.create_task(second.run()))
+        await reaches(first, LinkState.RECONNECTING)
+        await reaches(second, LinkState.LIVE)
+        assert second.state is LinkState.LIVE
+        assert any("another process" in w for w in first.warnings)
+        due = first.link.reconnect_at
+        assert due is not None
+        assert due - asyncio.get_running_loop().time() >= 0.9  # the cap (1 s here), not 0.05
+    finally:
+        for client in (first, second):
+            await client.stop()
+        await asyncio.gather(*tasks)
+
+
+async def test_frames_over_1_mib_are_read(server: FakeMassive) -> None:
+    client = client_for(server)
+    running = asyncio.create_task(client.run())
+    try:
+        await reaches(client, LinkState.LIVE)
+        second = json.loads(recorded_frames()[0])[0]
+        big = json.dumps([second] * 6_000).encode()  # ~1.5 MB of per-second bars
+        assert len(big) > 2**20
+        assert await server.publish(big) == 1
+        parsed = await next_batch(client)
+        assert sum(len(b) for b in parsed.batches) == 6_000
+    finally:
+        await client.stop()
+        await running
