@@ -468,7 +468,8 @@ class Node:
         rather than hold hours of them in memory (waits end at a stop request)."""
         room = self.settings.recorder_queue_rows // 2
         while self.recorder.backlog_rows() > room and not self._stopping.is_set():
-            await self._in_thread(self.recorder.wait_for_room, room, 0.25)
+            if await self._in_thread(self.recorder.wait_for_room, room, 0.25):
+                return  # room, or the store is down / writing back: rows spill instead
 
     async def _cycles_before(self, ts_ns: int) -> None:
         """Run every grid cycle before ``ts_ns``; none while the market is closed."""

@@ -1,14 +1,16 @@
 """The recorder: a bounded batch writer from the live pipeline to the store.
 
-Producers (the event loop) only append to an in-memory queue and never wait. A writer thread
-takes everything queued, groups it by table and writes each table in one bulk statement (COPY
-or DuckDB's Arrow insert). When the store is down, rows stay queued up to ``queue_rows``; beyond
-that the writer moves them to Parquet files in the spill directory. When the store answers
-again, spilled files are written back oldest first, then the queue; a file is deleted only after
-its rows are committed. Write-back goes in passes of about ``flush_s``: between passes the queue
-is taken in, and spilled again behind the remaining files when it outgrows ``queue_rows``, so a
-long write-back does not grow memory either. A process that stops while the store is down
-spills what it holds, and the next start writes those files back.
+Producers (the event loop) only append to an in-memory queue and never block; one that can
+wait (a catch-up) may ask ``wait_for_room`` first. A writer thread takes everything queued,
+groups it by table and writes each table in bulk statements (COPY or DuckDB's Arrow insert) of
+at most ``write_rows`` rows each. When the store is down, rows stay queued up to
+``queue_rows``; beyond that the writer moves them to Parquet files in the spill directory.
+When the store answers again, spilled files are written back oldest first, then the queue; a
+file is deleted only after its rows are committed. Write-back goes in passes of about
+``flush_s``: between passes the queue is taken in, and spilled again behind the remaining files
+when it outgrows ``queue_rows``, so a long write-back does not grow memory either. A process
+that stops while the store is down spills what it holds, and the next start writes those files
+back.
 
 A watchdog interrupts a store call that hangs past ``write_timeout_s`` (a frozen server keeps
 its connections open), so the writer is never held for longer than that and spilling stays
@@ -165,17 +167,19 @@ class Recorder:
             return self._queued_rows + self._pending_count
 
     def wait_for_room(self, rows: int, timeout_s: float) -> bool:
-        """Block until at most ``rows`` rows wait for the store (False on timeout).
+        """Block until at most ``rows`` rows wait for the store, or until waiting cannot help;
+        False on timeout (ask again).
 
         For a producer that can wait, such as a catch-up that would otherwise queue hours of
-        bars faster than the store takes them. While the store is down nobody waits: rows
-        spill to disk instead.
+        bars faster than the store takes them. While the store is down or spilled files are
+        being written back, nobody waits: rows queue and spill behind them as usual.
         """
         with self._cond:
             return self._cond.wait_for(
                 lambda: (
                     self._stopping
                     or not self.stats.store_up
+                    or self._restoring
                     or self._queued_rows + self._pending_count <= rows
                 ),
                 timeout_s,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tapescan.feeds.massive.client import MassiveAuthError, MassiveClient
+from tapescan.feeds.massive.client import MassiveAuthError, MassiveClient, MassiveFatalError
 from tapescan.feeds.massive.fake_server import FakeMassive, Faults
 from tapescan.feeds.massive.link import Backoff, Link, LinkState, topics
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
@@ -143,3 +144,26 @@ async def test_frames_over_1_mib_are_read(server: FakeMassive) -> None:
     finally:
         await client.stop()
         await running
+
+
+async def test_the_key_is_not_logged_even_at_debug(
+    server: FakeMassive, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = client_for(server)
+    running = asyncio.create_task(client.run())
+    try:
+        await reaches(client, LinkState.LIVE)
+    finally:
+        await client.stop()
+        await running
+    assert server.stats.authenticated == 1
+    assert KEY not in caplog.text
+
+
+async def test_a_url_that_cannot_work_is_fatal_not_retried() -> None:
+    link = Link(KEY, topics())
+    client = MassiveClient("http://127.0.0.1:1/stocks", link, FrameParser(UNIVERSE))
+    async with asyncio.timeout(5):
+        with pytest.raises(MassiveFatalError, match="not a WebSocket URL"):
+            await client.run()

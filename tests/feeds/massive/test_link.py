@@ -253,3 +253,38 @@ def test_any_sequence_of_events_keeps_the_rules(
             assert link.reconnect_at is not None
             assert now <= link.reconnect_at <= now + Backoff().cap_s
         assert KEY not in repr(actions)
+
+
+def test_a_topic_answered_with_an_error_does_not_hold_the_session_in_subscribing() -> None:
+    link = Link(KEY, TOPICS)
+    link.start(0.0)
+    link.statuses(0.0, [("connected", "")])
+    link.statuses(0.0, [("auth_success", "")])
+    link.statuses(0.1, [("success", "subscribed to: A.*"), ("success", "subscribed to: AM.*")])
+    link.statuses(0.2, [("error", "not authorized for LULD.*")])
+    assert state(link) is LinkState.LIVE
+    assert link.tick(60.0, in_session=False) == []  # no handshake timeout at night
+
+
+def test_the_backoff_starts_over_only_once_data_flows() -> None:
+    link = live_link()  # acknowledged, no data yet
+    link.closed(1.0)
+    link.tick(100.0)
+    link.opened(100.0)
+    link.statuses(100.0, [("connected", "")])
+    link.statuses(100.0, [("auth_success", "")])
+    link.statuses(100.0, [("success", f"subscribed to: {t}") for t in TOPICS])
+    link.statuses(100.1, [("slow_consumer", "")])  # acked, then dropped before any data
+    link.closed(100.2)
+    assert link.reconnect_at is not None
+    assert link.reconnect_at - 100.2 >= 0.5  # the second attempt's wait, not the first's
+
+
+def test_data_before_the_login_answer_does_not_count_as_subscribed() -> None:
+    link = Link(KEY, TOPICS)
+    link.start(0.0)
+    link.statuses(0.0, [("connected", "")])
+    link.data(0.1)
+    assert state(link) is LinkState.AUTHENTICATING
+    (subscribe,) = link.statuses(0.2, [("auth_success", "")])
+    assert isinstance(subscribe, Send)

@@ -1,2 +1,2 @@
-"""The live Massive (formerly Polygon.io) feed: its pure frame parser and session rules (the
-socket shell that carries out the rules is not built yet)."""
+"""The live Massive (formerly Polygon.io) feed: frame parser, session rules, asyncio client and
+a local fake server (not yet wired into ``tapescan run``; docs/live.md)."""

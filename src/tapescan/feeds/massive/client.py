@@ -30,10 +30,19 @@ QUEUE_FRAMES = 10_000  # frames waiting for the parser (~1 KB to ~1 MB each)
 BATCH_FRAMES = 256  # most frames parsed together
 
 
-class MassiveAuthError(Exception):
-    """The key was refused: no retry can help (exit code 2)."""
+class MassiveFatalError(Exception):
+    """No retry can help (exit code 2): the message says what to fix."""
 
     exit_code = 2
+
+
+class MassiveAuthError(MassiveFatalError):
+    """The key was refused."""
+
+
+# websockets logs every frame it sends at DEBUG, the auth message (and so the key) included.
+_socket_log = logging.getLogger("tapescan.feeds.massive.socket")
+_socket_log.setLevel(logging.INFO)
 
 
 class _StatusOnly(msgspec.Struct):
@@ -73,7 +82,16 @@ class MassiveClient:
         return self.link.state
 
     async def run(self) -> None:
-        """Keep the session up until ``stop``; raises MassiveAuthError when the key is refused."""
+        """Keep the session up until ``stop``; raises MassiveAuthError when the key is refused,
+        MassiveFatalError when the URL cannot work."""
+        try:
+            await self._session()
+        finally:
+            if self._socket is not None:  # a stop that came while connecting
+                await self._socket.close()
+                self._socket = None
+
+    async def _session(self) -> None:
         await self._execute(self.link.start(self._clock()))
         while not self._stopping:
             if self._failure is not None:
@@ -169,9 +187,13 @@ class MassiveClient:
                 open_timeout=self.link.handshake_timeout_s,
                 ping_interval=20,
                 ping_timeout=20,
+                logger=_socket_log,
             )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as error:
+        except InvalidURI as error:
+            raise MassiveFatalError(f"not a WebSocket URL: {self.url} ({error})") from None
+        except (OSError, TimeoutError, InvalidHandshake) as error:
             self._socket = None
+            log.warning("cannot connect to %s: %s", self.url, error)
             await self._execute(self.link.closed(self._clock(), None, str(error)))
             return
         await self._execute(self.link.opened(self._clock()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 _events = msgspec.json.Decoder(list[dict[str, Any]])
+# websockets logs every frame at DEBUG, a client's auth message (its key) included.
+_socket_log = logging.getLogger("tapescan.feeds.massive.fake_socket")
+_socket_log.setLevel(logging.INFO)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -69,7 +73,9 @@ class FakeMassive:
         return f"ws://127.0.0.1:{self.port}/stocks"
 
     async def start(self, port: int = 0) -> int:
-        self._server = await serve(self._session, "127.0.0.1", port, max_size=2**20)
+        self._server = await serve(
+            self._session, "127.0.0.1", port, max_size=2**20, logger=_socket_log
+        )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
         return self.port
 

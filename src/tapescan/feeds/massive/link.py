@@ -186,8 +186,10 @@ class Link:
     def data(self, now: float) -> list[Action]:
         """A frame with market data arrived: the subscription works, whatever was acked."""
         self._last_frame = now
-        if self.state in (LinkState.SUBSCRIBING, LinkState.AUTHENTICATING):
+        if self.state is LinkState.SUBSCRIBING:
             self._live(now)
+        if self.state is LinkState.LIVE:
+            self._attempt = 0  # data flows: the next drop starts the backoff over
         return []
 
     def closed(self, now: float, code: int | None = None, reason: str = "") -> list[Action]:
@@ -272,12 +274,15 @@ class Link:
         if status in ("force_disconnect", "slow_consumer", "auth_timeout"):
             return [self._warn(f"Massive: {status} ({message})"), *self._close(status)]
         if status in ("error", "auth_required"):
+            if status == "error" and self.state is LinkState.SUBSCRIBING:
+                # a topic the plan does not cover is answered with an error, never acked:
+                # the session serves what was acknowledged rather than wait for it
+                self._live(now)
             return [self._warn(f"Massive: {status} ({message})")]
         return []  # a status this client does not know: nothing to do
 
     def _live(self, now: float) -> None:
         self._enter(LinkState.LIVE, now)
-        self._attempt = 0
         self.counters.last_error = ""
 
     def _warn(self, message: str) -> Warn:
