@@ -103,7 +103,9 @@ def test_sigint_during_start_up_ends_the_process_within_2_s(workdir: Path, after
     assert server.process.poll() is None, server.process.communicate()[1]
     took, code, stderr = interrupt(server)
     assert took < STOP_WITHIN_S, (took, stderr)
-    assert code in (0, 130), stderr
+    # 130 from tapescan, or killed by the signal itself (-2, which a shell also shows as 130):
+    # very rarely the first SIGINT lands where a library has the default handler in place.
+    assert code in (0, 130, -signal.SIGINT), stderr
     assert "Traceback" not in stderr, stderr
     peak = rss.join()
     print(f"peak RSS, SIGINT after {after_s} s: {peak:.0f} MB; gone {took:.2f} s after it")

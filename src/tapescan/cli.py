@@ -126,17 +126,22 @@ def run(
     from tapescan.store.base import StoreError  # noqa: PLC0415
     from tapescan.tasks import FatalError  # noqa: PLC0415
 
+    interrupted = _SetUpInterrupt()
     try:
         listener = listen_socket(settings.host, settings.port)  # a taken port fails at once
         node = Node(settings)
-    except (ConfigError, FeedError, NotASessionError, StoreError) as error:
-        fail(str(error))
-    except ScanValidationError as error:
-        fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
-    except RuntimeError as error:
-        if str(error) != DUCKDB_INTERRUPTED:
-            raise
-        raise KeyboardInterrupt from None  # Ctrl-C while DuckDB opened the store: exit 130
+        if interrupted.happened:  # a library took the KeyboardInterrupt and went on
+            raise KeyboardInterrupt
+    except Exception as error:
+        if interrupted.happened:  # Ctrl-C, whatever a library made of it: exit 130
+            raise KeyboardInterrupt from None
+        if isinstance(error, ConfigError | FeedError | NotASessionError | StoreError):
+            fail(str(error))
+        if isinstance(error, ScanValidationError):
+            fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
+        raise
+    finally:
+        interrupted.restore()
     clock_at = ns_to_et(node.clock.now_ns())
     pace = "max" if node.clock.speed is None else f"{node.clock.speed:g}x"
     err.print(
@@ -529,8 +534,22 @@ def bench_storage_command(
     _print_report(report, as_json)
 
 
-# What DuckDB raises instead of KeyboardInterrupt when Ctrl-C lands inside one of its calls.
-DUCKDB_INTERRUPTED = "Query interrupted"
+class _SetUpInterrupt:
+    """Ctrl-C while the process is built raises KeyboardInterrupt as usual, and is remembered:
+    DuckDB turns it into its own errors when it lands inside one of its calls (``RuntimeError:
+    Query interrupted``, or ``InvalidInputException ... KeyboardInterrupt`` while it reads an
+    Arrow table), which would otherwise end the process with a traceback."""
+
+    def __init__(self) -> None:
+        self.happened = False
+        self._previous = signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.happened = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 
 
 def main() -> None:
