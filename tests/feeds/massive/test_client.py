@@ -57,7 +57,7 @@ async def test_connects_authenticates_subscribes_and_receives_bars(server: FakeM
     running = asyncio.create_task(client.run())
     try:
         await reaches(client, LinkState.LIVE)
-        assert server.stats.subscriptions == ["A.*,AM.*,LULD.*"]
+        assert list(server.stats.subscriptions) == ["A.*,AM.*,LULD.*"]
         assert await server.publish(recorded_frames()[0]) == 1
         parsed = await next_batch(client)
         (batch,) = parsed.batches
@@ -99,7 +99,7 @@ async def test_a_dropped_connection_is_reconnected_and_resubscribed(
                 lambda: client.link.counters.reconnects == 1 and client.state is LinkState.LIVE
             )
         assert server.stats.authenticated == 2
-        assert server.stats.subscriptions == ["A.*,AM.*,LULD.*"] * 2
+        assert list(server.stats.subscriptions) == ["A.*,AM.*,LULD.*"] * 2
         assert client.link.counters.reconnects == 1
         assert client.link.counters.drops == {"closed 1006": 1}
         assert await server.publish(frame) == 1

@@ -15,12 +15,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tapescan.feeds.massive.link import Close, Connect, Fail, Link, LinkState, Send, Warn
-from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
+from tapescan.feeds.massive.parse import FrameParser, ParsedFrame, status_messages
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +42,6 @@ class MassiveAuthError(MassiveFatalError):
 # websockets logs every frame it sends at DEBUG, the auth message (and so the key) included.
 _socket_log = logging.getLogger("tapescan.feeds.massive.socket")
 _socket_log.setLevel(logging.INFO)
-
-
-class _StatusOnly(msgspec.Struct):
-    ev: str | None = None
-    status: str | None = None
-    message: str | None = None
-
-
-_statuses = msgspec.json.Decoder(list[_StatusOnly])
 
 
 class MassiveClient:
@@ -138,14 +128,10 @@ class MassiveClient:
     async def _frame(self, frame: bytes) -> None:
         now = self._clock()
         if len(frame) <= STATUS_FRAME_BYTES and b'"status"' in frame:
-            try:
-                messages = _statuses.decode(frame)
-            except msgspec.DecodeError:
-                messages = []
-            statuses = [(m.status or "", m.message or "") for m in messages if m.ev == "status"]
+            statuses, only = status_messages(frame)
             if statuses:
                 await self._execute(self.link.statuses(now, statuses))
-            if len(statuses) == len(messages):
+            if only:
                 return
         await self._execute(self.link.data(now))
         await self.frames.put(frame)  # waits only when the parser is 10,000 frames behind

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,8 @@ class Faults:
 class FakeStats:
     connections: int = 0
     authenticated: int = 0
-    subscriptions: list[str] = field(default_factory=list)  # the params of each subscribe
+    # the params of the latest subscribes (a client that reconnects all day adds one each time)
+    subscriptions: deque[str] = field(default_factory=lambda: deque(maxlen=1_000))
     frames_sent: int = 0
     dropped: int = 0
     evicted: int = 0

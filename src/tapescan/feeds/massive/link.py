@@ -196,16 +196,13 @@ class Link:
         """The socket is gone (or never opened): reconnect after the backoff, unless failed."""
         if self.state is LinkState.FAILED:
             return []
-        cause = self._closing or (f"closed {code}" if code is not None else "connection lost")
-        if reason and not self._closing:
-            cause = f"{cause} ({reason})"
+        kind = self._closing or (f"closed {code}" if code is not None else "connection lost")
+        cause = f"{kind} ({reason})" if reason and not self._closing else kind
         self._closing = None
-        self.counters.drops[cause.split(" (")[0]] = (
-            self.counters.drops.get(cause.split(" (")[0], 0) + 1
-        )
+        self.counters.drops[kind] = self.counters.drops.get(kind, 0) + 1
         self.counters.last_error = cause
         delay = self.backoff.delay(self._attempt, self._rng)
-        if cause.startswith("max_connections"):
+        if kind == "max_connections":
             delay = max(delay, self.backoff.cap_s)
         self._attempt += 1
         self._enter(LinkState.RECONNECTING, now)

@@ -64,6 +64,17 @@ _raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _message_decoder = msgspec.json.Decoder(Message)
 
 
+def status_messages(frame: bytes) -> tuple[list[tuple[str, str]], bool]:
+    """The ``(status, message)`` pairs of a frame, and whether it holds nothing else; a frame
+    that does not decode has none (the parser counts it when it gets to it)."""
+    try:
+        messages = _frame_decoder.decode(frame)
+    except msgspec.DecodeError:
+        return [], False
+    statuses = [(m.status or "", m.message or "") for m in messages if m.ev == "status"]
+    return statuses, len(statuses) == len(messages)
+
+
 class FrameParser:
     def __init__(self, universe: Universe) -> None:
         self._index = universe.mapping
