@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from tapescan.cli import app
-from tests.api.server import Server, free_port
+from tests.api.server import Server
 
 runner = CliRunner()
 
@@ -147,43 +147,3 @@ def test_help_keeps_text_in_square_brackets() -> None:
     assert result.exit_code == 0
     assert "Address to bind [default: 127.0.0.1]." in result.output
     assert "TOML file of user scans ([[scan]] tables)." in result.output
-
-
-INTERRUPTED_IN_DUCKDB = """
-import os
-import signal
-import sys
-import threading
-
-import duckdb
-import tapescan.node
-from tapescan import cli
-
-
-def node_that_queries(settings):  # a store that takes long to open, Ctrl-C meanwhile
-    connection = duckdb.connect()
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-    connection.execute("SELECT count(*) FROM range(1000000000000)").fetchall()
-
-
-tapescan.node.Node = node_that_queries
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if inherited
-sys.argv = ["tapescan", "run", "--port", sys.argv[1]]
-cli.main()
-"""
-
-
-def test_ctrl_c_inside_a_duckdb_call_while_starting_exits_130_without_a_traceback(
-    tmp_path: Path,
-) -> None:
-    """DuckDB turns a SIGINT during one of its calls into RuntimeError("Query interrupted")."""
-    done = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_IN_DUCKDB, str(free_port())],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 130, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
