@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tapescan.duck_setup import duckdb_config
 from tapescan.scan.delta import Snapshot
 from tapescan.store import bar_codec, event_codec
 from tapescan.store.codecs import NotCompactError
@@ -77,11 +78,24 @@ class Archive:
         self.zstd_level = zstd_level
         self.compact = compact  # False: every table in the plain layout (for comparisons)
         self._lock = threading.Lock()
-        self._con = duckdb.connect(":memory:", config={"memory_limit": memory_limit})
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._memory_limit = memory_limit
+        self._con: duckdb.DuckDBPyConnection | None = None
         self._views: dict[str, tuple[tuple[Path, int, int], ...] | None] = {}
-        for spec in TABLES.values():
-            self._con.register(f"_empty_{spec.name}", spec.schema.empty_table())
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """The archive's DuckDB, opened at the first read (call with the lock held).
+
+        A DuckDB instance costs ~30 MB resident before it holds any data, a tenth of the
+        process's budget: a process that never reads an archived session never pays it.
+        """
+        if self._con is None:
+            con = duckdb.connect(":memory:", config=duckdb_config(self._memory_limit))
+            con.execute("SET TimeZone = 'UTC'")
+            for spec in TABLES.values():
+                con.register(f"_empty_{spec.name}", spec.schema.empty_table())
+            self._con = con
+            self._views.clear()
+        return self._con
 
     # ------------------------------------------------------------------ layout
 
@@ -274,7 +288,7 @@ class Archive:
             return scan_at_from_rows(self, scan, session, at_ns)
         with self._lock:
             return event_codec.scan_at(
-                self._con,
+                self._connection(),
                 str(path),
                 str(path.parent / (_values_file(metadata) or "")),
                 json.loads(metadata.metadata[TYPES_KEY]),
@@ -288,7 +302,7 @@ class Archive:
         """Rows of ``sql`` over the archive, exactly as ``Store.read`` answers it."""
         with self._lock:
             self._refresh_views()
-            relation = self._con.sql(duck_sql(sql), params=list(params))
+            relation = self._connection().sql(duck_sql(sql), params=list(params))
             result = relation.to_arrow_table() if relation is not None else schema.empty_table()
         return result.cast(schema) if result.schema != schema else result
 
@@ -322,12 +336,16 @@ class Archive:
                     else:
                         parts.append(f"SELECT {columns} FROM {source}")
                 query = " UNION ALL ".join(parts)
-            self._con.execute(f"CREATE OR REPLACE TEMP VIEW {spec.name} AS {query}").fetchall()
+            self._connection().execute(
+                f"CREATE OR REPLACE TEMP VIEW {spec.name} AS {query}"
+            ).fetchall()
             self._views[spec.name] = state
 
     def close(self) -> None:
         with self._lock:
-            self._con.close()
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
 
 def _compact_or_none(encode: Callable[[pa.Table], T], rows: pa.Table, final: Path) -> T | None:

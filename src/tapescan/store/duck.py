@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from tapescan.duck_setup import duckdb_config
 from tapescan.store.base import Store, StoreError, StoreUnavailableError
 from tapescan.store.migrations import Migration
 from tapescan.store.tables import TABLES, TableSpec
@@ -57,7 +58,7 @@ class DuckDbStore(Store):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(
                 str(self.path),
-                config={"memory_limit": self._memory_limit, "preserve_insertion_order": False},
+                config=duckdb_config(self._memory_limit, preserve_insertion_order=False),
             )
         except (OSError, duckdb.Error) as error:
             raise error_type(f"cannot open DuckDB store {self.path}: {error}") from error

@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from tapescan.duck_setup import duckdb_config
 from tapescan.feeds.replay.files import ReplayFileError
 
 
@@ -29,11 +30,7 @@ def duckdb_connection(memory_limit: str) -> Iterator[Any]:
     """An in-memory DuckDB capped at ``memory_limit``, spilling to a directory removed after."""
     with tempfile.TemporaryDirectory(prefix="tapescan-replay-") as spill:
         connection = duckdb.connect(
-            config={
-                "memory_limit": memory_limit,
-                "temp_directory": spill,
-                "preserve_insertion_order": False,
-            }
+            config=duckdb_config(memory_limit, temp_directory=spill, preserve_insertion_order=False)
         )
         try:
             yield connection
