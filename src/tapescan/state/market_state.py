@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,7 @@ from tapescan.model import (
     HaltEvent,
     Universe,
 )
+from tapescan.state.recent_bars import DAY_MINUTES, MINUTE, NONE, SECONDS, RecentBars
 from tapescan.state.rvol_history import RvolHistory
 
 FloatArray = npt.NDArray[np.float64]
@@ -41,6 +43,7 @@ MINUTE_RING = 16  # price snapshots for changes over 1, 5 and 15 minutes
 SECOND_RING = 60  # per-second volume buckets for the rolling one-minute volume
 AVERAGE_VOLUME_SESSIONS = 20
 NS_PER_SLOT = SLOT_MINUTES * NS_PER_MINUTE
+SPLIT_ROWS_PER_START = 256  # a batch of several starts is applied a start at a time above this
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +147,13 @@ class MarketState:
         self._second_index = np.full(SECOND_RING, -1, dtype=np.int64)
         self.volume_1m = np.zeros(n, dtype=np.int64)
         self._closed = False
-        # Per-second aggregates, once they start, are the finer truth; minute bars count only for
-        # the minutes before the first second seen today (catch-up and backfill).
-        self._seconds_from_ns: int | None = None
+        # Re-sent and corrected bars replace what they correct (state/recent_bars.py).
+        self.recent = RecentBars(n)
+        self._reset_recent()
+        self._open_minute = np.full(n, -1, dtype=np.int64)  # minute of the bar that gave `open`
+        self._regular_last_end_ns = np.zeros(n, dtype=np.int64)  # end of `regular_last`'s bar
+        self._row_stamp = np.zeros(n, dtype=np.int64)  # scratch for `_no_row_twice`
+        self._distinct = False  # the batch being applied: one start, no row twice
         # Called with the day that ends, just before the rollover resets it (recorder hook).
         self.on_session_end: Callable[[SessionSummary], None] | None = None
 
@@ -230,28 +237,51 @@ class MarketState:
             self._minute_index[slot] = boundary
         self._last_snapshot_minute = max(self._last_snapshot_minute, minute)
 
-    def _backfill_snapshots(
-        self, rows: npt.NDArray[np.int32], end: IntArray, close: FloatArray
+    def _fill_snapshots(
+        self,
+        rows: npt.NDArray[np.int32],
+        start: IntArray,
+        end: IntArray,
+        close: FloatArray,
+        inside: BoolArray,
     ) -> None:
         """Snapshots already taken at a boundary at or after a bar's end take that bar in.
 
         A snapshot holds the close of each symbol's latest bar that ended by its boundary,
         whenever the bar arrives: a catch-up batch spanning many minutes, today's bars read back
-        from the store, or a bar that ends on a boundary and arrives after a scan cycle has
-        already moved the clock past it all end in the snapshots a replay in time order takes.
-        A bar older than one already applied for its symbol changes no snapshot.
+        from the store, a bar that arrives after a scan cycle has already moved the clock past
+        its end, a bar that arrives after a later one, or a correction all end in the snapshots
+        a replay of the final bars in time order takes. For a bar of a minute inside the
+        correction window that is every boundary from its end up to the start of the symbol's
+        next minute with data; older bars (catch-up) count only when no later bar of their
+        symbol has been applied. Call after the bars are in ``self.recent`` and before
+        ``last_event_ns`` takes them.
         """
         last = self._last_snapshot_minute
         first = -(-end // NS_PER_MINUTE)  # the first boundary at or after each bar's end
-        late = (first <= last) & (end >= self.last_event_ns[rows])
+        late = first <= last
         if not late.any():
             return
-        rows, first, close = rows[late], first[late], close[late]
+        until = np.full(len(rows), last, dtype=np.int64)
+        recent = self.recent
+        within = late & inside
+        if within.any():
+            minute = (start[within] - self.times.pre_open_ns) // NS_PER_MINUTE
+            following = recent.next_minute_with_data(rows[within], minute)
+            until[within] = np.where(
+                following == np.iinfo(np.int64).max,
+                last,
+                following + self.times.pre_open_ns // NS_PER_MINUTE,
+            )
+        late &= inside | (end >= self.last_event_ns[rows])
+        if not late.any():
+            return
+        rows, first, until, close = rows[late], first[late], until[late], close[late]
         for boundary in range(max(int(first.min()), last - MINUTE_RING + 1), last + 1):
             slot = boundary % MINUTE_RING
             if self._minute_index[slot] != boundary:
                 continue
-            here = first <= boundary
+            here = (first <= boundary) & (boundary <= until)
             self.minute_price[slot, rows[here]] = close[here]  # in start order: the latest wins
 
     def price_minutes_ago(self, minutes: int) -> FloatArray:
@@ -316,7 +346,16 @@ class MarketState:
         self.dollar_volume.fill(0.0)
         self.slot_volume.fill(0)
         self._closed = False
-        self._seconds_from_ns = None
+        self._reset_recent()
+        self._open_minute.fill(-1)
+        self._regular_last_end_ns.fill(0)
+
+    def _reset_recent(self) -> None:
+        times = self.times
+        self.recent.reset(
+            int((times.regular_open_ns - times.pre_open_ns) // NS_PER_MINUTE),
+            int((times.regular_close_ns - times.pre_open_ns) // NS_PER_MINUTE),
+        )
 
     # ----------------------------------------------------------------- events
 
@@ -333,30 +372,134 @@ class MarketState:
             self.halted[event.symbol_index] = event.halted
 
     def apply(self, batch: AggregateBatch) -> int:
-        """Apply the rows of ``batch``; returns how many were accepted."""
+        """Apply the rows of ``batch`` as an upsert (state/recent_bars.py); returns how many
+        were applied (new bars and corrections; duplicates and late re-sends are not)."""
         if len(batch) == 0:
             return 0
+        starts = batch.start_ns
+        if starts[0] != starts[-1] or starts.min() != starts.max():
+            groups = _by_start(starts)
+            if len(batch) >= SPLIT_ROWS_PER_START * len(groups):
+                # Many symbols per start (today's bars read back, a backfill): one start at a
+                # time takes the fast path and ends the same as the whole batch in time order.
+                return sum(self._apply_one(_take(batch, group)) for group in groups)
+        return self._apply_one(batch)
+
+    def _apply_one(self, batch: AggregateBatch) -> int:
         self.advance_to(batch.ts_event_ns - 1)
         rows, keep = self._valid_rows(batch)
-        if batch.kind is AggregateKind.SECOND:
-            if self._seconds_from_ns is None and keep.any():
-                self._seconds_from_ns = int(batch.start_ns[keep].min())
-        elif self._seconds_from_ns is not None:
-            keep &= batch.end_ns <= self._seconds_from_ns
         if not keep.any():
             return 0
-        start = batch.start_ns[keep]
-        order = np.argsort(start, kind="stable")
-        rows, start = rows[keep][order], start[order]
-        open_, high, low, close = (
-            getattr(batch, name)[keep][order] for name in ("open", "high", "low", "close")
-        )
-        volume = batch.volume[keep][order]
-        vwap = batch.vwap[keep][order]
-        self._apply_rows(rows, start, open_, high, low, close, volume, vwap, int(batch.kind))
+        new, replaced = self._upsert_rows(batch, rows, keep)
+        applied = 0
+        for picked, replacing in ((new, False), (replaced, True)):
+            if not len(picked):
+                continue
+            at = (
+                picked
+                if self._distinct
+                else picked[np.argsort(batch.start_ns[picked], kind="stable")]
+            )
+            columns = (
+                rows[at],
+                batch.start_ns[at],
+                batch.open[at],
+                batch.high[at],
+                batch.low[at],
+                batch.close[at],
+                batch.volume[at],
+                batch.vwap[at],
+                int(batch.kind),
+            )
+            if replacing:
+                self._apply_replaced(*columns)
+            else:
+                self._apply_new(*columns, distinct=self._distinct)
+            applied += len(at)
         self.advance_to(batch.ts_event_ns)
-        self.counters.accepted += len(rows)
-        return len(rows)
+        self.counters.accepted += applied
+        return applied
+
+    def _upsert_rows(
+        self, batch: AggregateBatch, rows: npt.NDArray[np.int32], keep: BoolArray
+    ) -> tuple[IntArray, IntArray]:
+        """Indices of ``batch`` to apply as new bars and as corrections of applied ones."""
+        recent = self.recent
+        valid = np.flatnonzero(keep)
+        since_open = batch.start_ns[valid] - self.times.pre_open_ns
+        later = since_open // NS_PER_MINUTE >= DAY_MINUTES  # after 20:00 ET: added as they come
+        index, since_open = valid[~later], since_open[~later]
+        minute = since_open // NS_PER_MINUTE
+        second_of_minute = (since_open // NS_PER_SECOND) % 60
+        r = rows[index]
+        seconds = batch.kind is AggregateKind.SECOND
+        # The common batch, one second (or minute) of many symbols each once, is told apart so
+        # that the rest can use plain indexing.
+        self._distinct = (
+            not later.any()
+            and len(since_open) > 0
+            and since_open.min() == since_open.max()
+            and self._no_row_twice(r)
+        )
+        repeated = 0
+        if not self._distinct:
+            # One bar per key within the batch: the first of a second, the last of a minute.
+            key = (r.astype(np.int64) << 16) | (minute * 60 + (second_of_minute if seconds else 0))
+            if seconds:
+                _, first = np.unique(key, return_index=True)
+            else:
+                _, last = np.unique(key[::-1], return_index=True)
+                first = len(key) - 1 - last
+            repeated = len(key) - len(first)
+            first.sort()
+            index, minute, second_of_minute, r = (
+                index[first],
+                minute[first],
+                second_of_minute[first],
+                r[first],
+            )
+        inside = recent.claim(minute, self._distinct)
+        slot = minute % recent.window
+        source = np.where(inside, recent.source[slot, r], NONE)
+        if seconds:
+            superseded = inside & (source == MINUTE)
+            late = ~inside
+            again = inside & ~superseded & recent.had_second(r, minute, second_of_minute)
+            fresh = ~(superseded | late | again)
+            recent.superseded_seconds += int(superseded.sum())
+            recent.late += int(late.sum())
+            recent.duplicates += int(again.sum()) + repeated
+            new, replace = fresh, np.zeros_like(fresh)
+            recent.mark_second(r[fresh], minute[fresh], second_of_minute[fresh], self._distinct)
+        else:
+            replace = inside & (source != NONE)
+            late = ~inside
+            late[late] = recent.had_data(r[late], minute[late])
+            new = ~(replace | late)
+            # The same minute bar again (a duplicate, or a backfill of what came live) changes
+            # nothing, to the bit: a replacement would sum the dollar volume again.
+            same = replace & (source == MINUTE)
+            if same.any():
+                at = index[same]
+                s_slot, s_row = slot[same], r[same]
+                same[same] = (
+                    (recent.volume[s_slot, s_row] == batch.volume[at])
+                    & (recent.dollar_volume[s_slot, s_row] == batch.vwap[at] * batch.volume[at])
+                    & (recent.high[s_slot, s_row] == batch.high[at])
+                    & (recent.low[s_slot, s_row] == batch.low[at])
+                )
+                replace &= ~same
+            recent.late += int(late.sum())
+            recent.duplicates += repeated + int(same.sum())
+        outside = new & ~inside  # the window marks its own minutes as they leave it
+        recent.mark_data(r[outside], minute[outside])
+        return np.concatenate([index[new], valid[later]]), index[replace]
+
+    def _no_row_twice(self, rows: npt.NDArray[np.int32]) -> bool:
+        """No symbol twice in ``rows``: each position written to its row reads back."""
+        positions = np.arange(len(rows), dtype=np.int64)
+        self._row_stamp[rows] = positions
+        return bool((self._row_stamp[rows] == positions).all())
 
     def _checks(
         self, batch: AggregateBatch
@@ -388,7 +531,84 @@ class MarketState:
         counters.stale += int((known & good_price & good_volume & consistent & ~fresh).sum())
         return batch.symbol_index, known & good_price & good_volume & consistent & fresh
 
-    def _apply_rows(
+    def _apply_new(
+        self,
+        rows: npt.NDArray[np.int32],
+        start: IntArray,
+        open_: FloatArray,
+        high: FloatArray,
+        low: FloatArray,
+        close: FloatArray,
+        volume: IntArray,
+        vwap: FloatArray,
+        window_s: int,
+        distinct: bool = False,
+    ) -> None:
+        """New bars (rows sorted by start; ``distinct``: one start, no row twice)."""
+        times = self.times
+        end = start + window_s * NS_PER_SECOND
+        newer = end >= self.last_event_ns[rows]  # a late bar older than one applied is not
+        self.price[rows[newer]] = close[newer]  # the last price; sorted by start: latest wins
+        minute = (start - times.pre_open_ns) // NS_PER_MINUTE
+        today = minute < DAY_MINUTES
+        inside = np.zeros(len(rows), dtype=np.bool_)
+        inside[today] = (
+            self.recent.minute_of_slot[minute[today] % self.recent.window] == (minute[today])
+        )
+        source = SECONDS if window_s == 1 else MINUTE
+        self.recent.add(
+            rows[inside],
+            minute[inside],
+            volume[inside],
+            (vwap * volume)[inside],
+            high[inside],
+            low[inside],
+            source,
+            distinct,
+        )
+        self.recent.settle(
+            (vwap * volume)[~inside], high[~inside], low[~inside], minute[~inside], rows[~inside]
+        )
+        self._fill_snapshots(rows, start, end, close, inside)
+        _scatter(np.maximum, self.last_event_ns, rows, end, distinct)
+        _scatter(np.add, self.volume, rows, volume, distinct)
+        _scatter(np.add, self.dollar_volume, rows, vwap * volume, distinct)
+        _scatter(np.fmax, self.hod, rows, high, distinct)
+        _scatter(np.fmin, self.lod, rows, low, distinct)
+
+        slot = np.clip((start - times.pre_open_ns) // NS_PER_SLOT, 0, SLOTS_PER_DAY - 1)
+        _scatter(np.add, self.slot_volume, (rows, slot), volume.astype(np.uint32), distinct)
+
+        pre = start < times.regular_open_ns
+        if pre.any():
+            _scatter(np.fmax, self.pm_high, rows[pre], high[pre], distinct)
+            _scatter(np.fmin, self.pm_low, rows[pre], low[pre], distinct)
+        regular = ~pre & (start < times.regular_close_ns)
+        if regular.any():
+            r_rows, r_minute = rows[regular], minute[regular]
+            # The first regular-session aggregate's open is the official open (also when it
+            # arrives after a later one).
+            if distinct:
+                first_rows, first_index = r_rows, np.arange(len(r_rows))
+            else:
+                first_rows, first_index = np.unique(r_rows, return_index=True)
+            earlier = np.isnan(self.open[first_rows]) | (
+                r_minute[first_index] < self._open_minute[first_rows]
+            )
+            first_rows, first_index = first_rows[earlier], first_index[earlier]
+            self.open[first_rows] = open_[regular][first_index]
+            self._open_minute[first_rows] = r_minute[first_index]
+            _scatter(np.fmax, self.regular_high, r_rows, high[regular], distinct)
+            _scatter(np.fmin, self.regular_low, r_rows, low[regular], distinct)
+            r_end = end[regular]
+            newest = r_end >= self._regular_last_end_ns[r_rows]
+            self.regular_last[r_rows[newest]] = close[regular][newest]
+            _scatter(np.maximum, self._regular_last_end_ns, r_rows, r_end, distinct)
+
+        # Bucketed by end: an aggregate counts in the last 60 s once it has ended inside them.
+        self._add_second_volume(rows, end // NS_PER_SECOND, volume, distinct)
+
+    def _apply_replaced(
         self,
         rows: npt.NDArray[np.int32],
         start: IntArray,
@@ -400,48 +620,73 @@ class MarketState:
         vwap: FloatArray,
         window_s: int,
     ) -> None:
-        times = self.times
-        self.price[rows] = close  # rows sorted by start: the latest bar wins
+        """Minute bars in place of what their minute contributed so far (rows sorted by start,
+        one bar per (row, minute))."""
+        times, recent = self.times, self.recent
         end = start + window_s * NS_PER_SECOND
-        self._backfill_snapshots(rows, end, close)
-        np.maximum.at(self.last_event_ns, rows, end)
-        np.add.at(self.volume, rows, volume)
-        np.add.at(self.dollar_volume, rows, vwap * volume)
-        _fmax_at(self.hod, rows, high)
-        _fmin_at(self.lod, rows, low)
-
+        minute = (start - times.pre_open_ns) // NS_PER_MINUTE
+        was_minute_bar = recent.source[minute % recent.window, rows] == MINUTE
+        dollar_volume = vwap * volume
+        old_volume, _ = recent.replace(rows, minute, volume, dollar_volume, high, low)
+        change = volume - old_volume
+        np.add.at(self.volume, rows, change)
         slot = np.clip((start - times.pre_open_ns) // NS_PER_SLOT, 0, SLOTS_PER_DAY - 1)
-        np.add.at(self.slot_volume, (rows, slot), volume.astype(np.uint32))
+        np.add.at(self.slot_volume, (rows, slot), change.astype(np.uint32))  # modulo 2**32
+        touched = np.unique(rows)
+        self.dollar_volume[touched] = recent.dollar_volume_of(touched)
+        for name, values in recent.extremes(touched).items():
+            getattr(self, name)[touched] = values
 
-        pre = start < times.regular_open_ns
-        if pre.any():
-            _fmax_at(self.pm_high, rows[pre], high[pre])
-            _fmin_at(self.pm_low, rows[pre], low[pre])
-        regular = ~pre & (start < times.regular_close_ns)
-        if regular.any():
-            r_rows = rows[regular]
-            first_open = np.isnan(self.open[r_rows])
-            # The first regular-session aggregate's open is the official open.
-            unset_rows, first_index = np.unique(r_rows[first_open], return_index=True)
-            self.open[unset_rows] = open_[regular][first_open][first_index]
-            _fmax_at(self.regular_high, r_rows, high[regular])
-            _fmin_at(self.regular_low, r_rows, low[regular])
-            self.regular_last[r_rows] = close[regular]
+        # The official open, the last price and the regular session's last price, where the
+        # replaced minute is the one they came from.
+        opened = self._open_minute[rows] == minute
+        self.open[rows[opened]] = open_[opened]
+        latest = self.last_event_ns[rows] <= end
+        self.price[rows[latest]] = close[latest]
+        regular = (start >= times.regular_open_ns) & (start < times.regular_close_ns)
+        last_regular = regular & (self._regular_last_end_ns[rows] <= end)
+        self.regular_last[rows[last_regular]] = close[last_regular]
+        np.maximum.at(self._regular_last_end_ns, rows[regular], end[regular])
+        if self._closed:
+            self.close[rows[last_regular]] = close[last_regular]
+        np.maximum.at(self.last_event_ns, rows, end)
 
-        # Bucketed by end: an aggregate counts in the last 60 s once it has ended inside them.
-        self._add_second_volume(rows, end // NS_PER_SECOND, volume)
+        # Snapshots at the boundaries where this minute's close is the latest one.
+        self._fill_snapshots(rows, start, end, close, np.ones(len(rows), dtype=np.bool_))
+
+        # The rolling minute's volume, where it came from this minute bar (per-second bars,
+        # when there are any, are what it counts).
+        bucket = end // NS_PER_SECOND
+        for second in np.unique(bucket[was_minute_bar]):
+            ring = int(second) % SECOND_RING
+            if self._second_index[ring] != second:
+                continue
+            here = was_minute_bar & (bucket == second)
+            np.add.at(self.second_volume[ring], rows[here], change[here])
+            np.add.at(self.volume_1m, rows[here], change[here])
 
     def _add_second_volume(
-        self, rows: npt.NDArray[np.int32], second: IntArray, volume: IntArray
+        self,
+        rows: npt.NDArray[np.int32],
+        second: IntArray,
+        volume: IntArray,
+        distinct: bool = False,
     ) -> None:
         newest = max(int(second.max()), self.now_ns // NS_PER_SECOND)
         recent = second > newest - SECOND_RING
-        for s in np.unique(second[recent]):
-            slot = int(s) % SECOND_RING
+        buckets = [int(second[0])] if distinct else np.unique(second[recent]).tolist()
+        for s in buckets:
+            if s <= newest - SECOND_RING:
+                continue
+            slot = s % SECOND_RING
             if self._second_index[slot] != s:
                 self.volume_1m -= self.second_volume[slot]
                 self.second_volume[slot] = 0
                 self._second_index[slot] = s
+            if distinct:
+                self.second_volume[slot, rows] += volume
+                self.volume_1m[rows] += volume
+                continue
             here = recent & (second == s)
             np.add.at(self.second_volume[slot], rows[here], volume[here])
             np.add.at(self.volume_1m, rows[here], volume[here])
@@ -454,3 +699,37 @@ def _fmax_at(target: FloatArray, rows: npt.NDArray[np.int32], values: FloatArray
 
 def _fmin_at(target: FloatArray, rows: npt.NDArray[np.int32], values: FloatArray) -> None:
     np.fmin.at(target, rows, values)
+
+
+def _by_start(starts: IntArray) -> list[IntArray]:
+    """Indices of each distinct start, in start order (stable within a start)."""
+    order = np.argsort(starts, kind="stable")
+    cuts = np.flatnonzero(np.diff(starts[order])) + 1
+    return np.split(order, cuts)
+
+
+def _take(batch: AggregateBatch, index: IntArray) -> AggregateBatch:
+    return AggregateBatch(
+        kind=batch.kind,
+        symbol_index=batch.symbol_index[index],
+        start_ns=batch.start_ns[index],
+        open=batch.open[index],
+        high=batch.high[index],
+        low=batch.low[index],
+        close=batch.close[index],
+        volume=batch.volume[index],
+        vwap=batch.vwap[index],
+        trades=batch.trades[index],
+        ts_init_ns=batch.ts_init_ns,
+    )
+
+
+def _scatter(
+    op: np.ufunc, target: npt.NDArray[Any], index: Any, values: npt.NDArray[Any], distinct: bool
+) -> None:
+    """target[index] = op(target[index], values) for every row, repeated indices included;
+    plain indexing (several times faster than ``ufunc.at``) when no index repeats."""
+    if distinct:
+        target[index] = op(target[index], values)
+    else:
+        op.at(target, index, values)
