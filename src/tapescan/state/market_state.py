@@ -692,15 +692,6 @@ class MarketState:
             np.add.at(self.volume_1m, rows[here], volume[here])
 
 
-def _fmax_at(target: FloatArray, rows: npt.NDArray[np.int32], values: FloatArray) -> None:
-    """target[rows] = max(target[rows], values), treating NaN in target as unset."""
-    np.fmax.at(target, rows, values)
-
-
-def _fmin_at(target: FloatArray, rows: npt.NDArray[np.int32], values: FloatArray) -> None:
-    np.fmin.at(target, rows, values)
-
-
 def _by_start(starts: IntArray) -> list[IntArray]:
     """Indices of each distinct start, in start order (stable within a start)."""
     order = np.argsort(starts, kind="stable")

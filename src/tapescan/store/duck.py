@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from tapescan.store.migrations import Migration
 from tapescan.store.tables import TABLES, TableSpec
 
 _PLACEHOLDER = re.compile(r"%s")
+INVALIDATED = "database has been invalidated"  # DuckDB's words after a fatal error
+log = logging.getLogger(__name__)
 
 
 def sql_string(text: str) -> str:
@@ -87,6 +90,20 @@ class DuckDbStore(Store):
                 raise
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+        try:
+            self._append_once(spec, table, replace)
+        except duckdb.FatalException as error:
+            if INVALIDATED not in str(error):
+                raise
+            # An earlier call, in another thread, hit a fatal error and DuckDB gave the database
+            # up for this process: nothing of this write ran. Opened again (the write-ahead log
+            # keeps what was committed), it takes the write; a second failure is raised.
+            log.warning("DuckDB store %s was invalidated by an earlier error; reopening", self.path)
+            with self._read_lock:
+                self._reopen()
+            self._append_once(spec, table, replace)
+
+    def _append_once(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
         cursor = self._writer
         columns = ", ".join(spec.columns)
         cursor.register("incoming", table)
@@ -159,10 +176,14 @@ class DuckDbStore(Store):
                 return
             except duckdb.Error:
                 pass
-            for handle in (self._reader, self._writer, self._con):
-                with contextlib.suppress(duckdb.Error):  # an invalidated one may refuse
-                    handle.close()
-            self._connect(StoreUnavailableError)
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """Close the connection and open the file again (both locks held)."""
+        for handle in (self._reader, self._writer, self._con):
+            with contextlib.suppress(duckdb.Error):  # an invalidated one may refuse
+                handle.close()
+        self._connect(StoreUnavailableError)
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
