@@ -15,7 +15,7 @@ DAY = dt.date(2026, 11, 24)
 
 
 def test_a_session_larger_than_the_buffer_pool_exports_in_key_order(tmp_path: Path) -> None:
-    store = DuckDbStore(tmp_path / "store.duckdb", "16MB")
+    store = DuckDbStore(tmp_path / "store.duckdb", 16)
     store.migrate()
     rng = np.random.default_rng(3)
     n = 30_000  # ~60 MB of payloads: a database-side sort would not fit in 16 MB

@@ -30,7 +30,7 @@ def test_default_duckdb_keeps_more_so_the_setting_is_what_changes_it() -> None:
 
 
 def test_store_archive_and_replay_connections_flush_above_4_mb(tmp_path: Path) -> None:
-    store = DuckDbStore(tmp_path / "store.duckdb", "16MB")
+    store = DuckDbStore(tmp_path / "store.duckdb", 16)
     archive = Archive(tmp_path / "archive")
     assert archive._con is None  # opened at the first read: an instance costs ~30 MB resident
     try:

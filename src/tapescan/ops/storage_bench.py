@@ -64,7 +64,7 @@ EVENT_BATCH = 20_000  # scan events + entries per store write
 PENDING_WRITES = 4  # batches queued for the writer thread before the simulation waits
 RELABEL_BATCH = 250_000
 RECORDED = ("minute_bars", "scan_events", "scan_entries", "daily_bars", "slot_volume")
-BENCH_DUCKDB_MEMORY = "1GB"
+BENCH_DUCKDB_MEMORY_MB = 1024
 COMPACT_TABLES = ("minute_bars", "scan_events")  # archived in compact layouts when exact
 
 
@@ -563,7 +563,7 @@ def bench_storage(
     with _scratch(workdir) as scratch, _Bar(show_bar) as bar:
         # A measuring store, not the running process's: its duplicate-key group-bys over the
         # day need more than the run's 16 MB buffer pool (duckdb_memory_mb).
-        duck = DuckDbStore(scratch / "store.duckdb", BENCH_DUCKDB_MEMORY)
+        duck = DuckDbStore(scratch / "store.duckdb", BENCH_DUCKDB_MEMORY_MB)
         pg = PostgresStore(postgres_url, schema)
         try:
             duck.migrate()

@@ -19,6 +19,15 @@ from tapescan.store.migrations import Migration
 from tapescan.store.tables import TABLES, TableSpec
 
 _PLACEHOLDER = re.compile(r"%s")
+# DuckDB holds what was committed since the last checkpoint in its buffer pool, and checkpoints
+# once the write-ahead log passes this size. At its default (16 MB of log, ~8-10 MB of data in
+# memory) a checkpoint inside the store's 16 MB pool could fail to pin a block; a failed
+# checkpoint is fatal: DuckDB gives the database up for the process. At 4 MB, what waits for
+# a checkpoint stays below ~6 MB, plus the largest single write (a session's slot volume, 9 MB).
+CHECKPOINT_WAL = "4MB"
+# A write-ahead log left by a process that did not close the file is replayed into memory when
+# the file is opened, and checkpointed at once: with this much room, not the store's pool.
+RECOVERY_MEMORY_MB = 64
 INVALIDATED = "database has been invalidated"  # DuckDB's words after a fatal error
 log = logging.getLogger(__name__)
 
@@ -46,10 +55,12 @@ def duck_sql(sql: str) -> str:
 class DuckDbStore(Store):
     backend = "duckdb"
 
-    def __init__(self, path: Path, memory_limit: str = "16MB") -> None:
+    def __init__(self, path: Path, memory_mb: int = 16) -> None:
         super().__init__()
         self.path = path
-        self._memory_limit = memory_limit
+        self._memory_limit = f"{memory_mb}MB"
+        self._memory_mb = memory_mb
+        self._generation = 0  # connections opened so far: a reopen is done once per failure
         self._connect(StoreError)
         self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -57,16 +68,30 @@ class DuckDbStore(Store):
         ).fetchall()
 
     def _connect(self, error_type: type[StoreError]) -> None:
+        wal = self.path.with_name(self.path.name + ".wal")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            left = wal.stat().st_size if wal.exists() else 0
+            memory = self._memory_limit
+            if left:
+                memory = f"{max(RECOVERY_MEMORY_MB, self._memory_mb)}MB"
             self._con = duckdb.connect(
                 str(self.path),
-                config=duckdb_config(self._memory_limit, preserve_insertion_order=False),
+                config=duckdb_config(
+                    memory, preserve_insertion_order=False, checkpoint_threshold=CHECKPOINT_WAL
+                ),
             )
+            if left:
+                log.info(
+                    "DuckDB store %s: replayed %.1f MB of write-ahead log", self.path, left / 1e6
+                )
+                self._con.execute("CHECKPOINT").fetchall()
+                self._con.execute(f"SET memory_limit = '{self._memory_limit}'").fetchall()
         except (OSError, duckdb.Error) as error:
             raise error_type(f"cannot open DuckDB store {self.path}: {error}") from error
         self._writer = self._con.cursor()
         self._reader = self._con.cursor()
+        self._generation += 1
 
     def _applied_versions(self) -> set[int]:
         with self._write_lock:
@@ -90,17 +115,18 @@ class DuckDbStore(Store):
                 raise
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+        generation = self._generation
         try:
             self._append_once(spec, table, replace)
         except duckdb.FatalException as error:
             if INVALIDATED not in str(error):
                 raise
-            # An earlier call, in another thread, hit a fatal error and DuckDB gave the database
-            # up for this process: nothing of this write ran. Opened again (the write-ahead log
-            # keeps what was committed), it takes the write; a second failure is raised.
-            log.warning("DuckDB store %s was invalidated by an earlier error; reopening", self.path)
+            # An earlier call hit a fatal error (often a checkpoint after a commit that returned
+            # fine, whose error DuckDB does not raise) and DuckDB gave the database up for this
+            # process: nothing of this write ran. Opened again (the write-ahead log keeps what
+            # was committed), it takes the write; a second failure is raised.
             with self._read_lock:
-                self._reopen()
+                self._reopen_once(generation)
             self._append_once(spec, table, replace)
 
     def _append_once(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
@@ -127,6 +153,20 @@ class DuckDbStore(Store):
                 raise
         finally:
             cursor.unregister("incoming")
+
+    def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
+        generation = self._generation
+        try:
+            with self._read_lock:
+                return self._read(sql, params, schema)
+        except duckdb.FatalException as error:
+            if INVALIDATED not in str(error):
+                raise
+        # As for a write: a read is answered by the file opened again. The write lock is taken
+        # first (the order every reopen uses), with the read lock released meanwhile.
+        with self._write_lock, self._read_lock:
+            self._reopen_once(generation)
+            return self._read(sql, params, schema)
 
     def _read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
         relation = self._reader.sql(duck_sql(sql), params=list(params))
@@ -179,11 +219,21 @@ class DuckDbStore(Store):
             self._reopen()
 
     def _reopen(self) -> None:
-        """Close the connection and open the file again (both locks held)."""
+        """Close the connection and open the file again (both locks held).
+
+        Every handle on the file must be closed first: DuckDB hands a new connection to a file
+        that still has one open the same (invalidated) database instance.
+        """
         for handle in (self._reader, self._writer, self._con):
             with contextlib.suppress(duckdb.Error):  # an invalidated one may refuse
                 handle.close()
         self._connect(StoreUnavailableError)
+
+    def _reopen_once(self, generation: int) -> None:
+        """Reopen unless another thread did since ``generation`` (both locks held)."""
+        if self._generation == generation:
+            log.warning("DuckDB store %s was invalidated by an earlier error; reopening", self.path)
+            self._reopen()
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:

@@ -13,7 +13,7 @@ def open_store(settings: Settings) -> Store:
     """The configured store, migrated; raises StoreError with what to fix."""
     store: Store
     if settings.store == "duckdb":
-        store = DuckDbStore(settings.data_dir / DUCKDB_FILE, f"{settings.duckdb_memory_mb}MB")
+        store = DuckDbStore(settings.data_dir / DUCKDB_FILE, settings.duckdb_memory_mb)
     else:
         from tapescan.store.postgres import PostgresStore  # noqa: PLC0415 - only when used
 
