@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +33,7 @@ from tapescan.model import (
 )
 from tapescan.state.recent_bars import DAY_MINUTES, MINUTE, NONE, SECONDS, RecentBars
 from tapescan.state.rvol_history import RvolHistory
+from tapescan.state.scatter import scatter
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -570,19 +570,19 @@ class MarketState:
             (vwap * volume)[~inside], high[~inside], low[~inside], minute[~inside], rows[~inside]
         )
         self._fill_snapshots(rows, start, end, close, inside)
-        _scatter(np.maximum, self.last_event_ns, rows, end, distinct)
-        _scatter(np.add, self.volume, rows, volume, distinct)
-        _scatter(np.add, self.dollar_volume, rows, vwap * volume, distinct)
-        _scatter(np.fmax, self.hod, rows, high, distinct)
-        _scatter(np.fmin, self.lod, rows, low, distinct)
+        scatter(np.maximum, self.last_event_ns, rows, end, distinct)
+        scatter(np.add, self.volume, rows, volume, distinct)
+        scatter(np.add, self.dollar_volume, rows, vwap * volume, distinct)
+        scatter(np.fmax, self.hod, rows, high, distinct)
+        scatter(np.fmin, self.lod, rows, low, distinct)
 
         slot = np.clip((start - times.pre_open_ns) // NS_PER_SLOT, 0, SLOTS_PER_DAY - 1)
-        _scatter(np.add, self.slot_volume, (rows, slot), volume.astype(np.uint32), distinct)
+        scatter(np.add, self.slot_volume, (rows, slot), volume.astype(np.uint32), distinct)
 
         pre = start < times.regular_open_ns
         if pre.any():
-            _scatter(np.fmax, self.pm_high, rows[pre], high[pre], distinct)
-            _scatter(np.fmin, self.pm_low, rows[pre], low[pre], distinct)
+            scatter(np.fmax, self.pm_high, rows[pre], high[pre], distinct)
+            scatter(np.fmin, self.pm_low, rows[pre], low[pre], distinct)
         regular = ~pre & (start < times.regular_close_ns)
         if regular.any():
             r_rows, r_minute = rows[regular], minute[regular]
@@ -598,12 +598,12 @@ class MarketState:
             first_rows, first_index = first_rows[earlier], first_index[earlier]
             self.open[first_rows] = open_[regular][first_index]
             self._open_minute[first_rows] = r_minute[first_index]
-            _scatter(np.fmax, self.regular_high, r_rows, high[regular], distinct)
-            _scatter(np.fmin, self.regular_low, r_rows, low[regular], distinct)
+            scatter(np.fmax, self.regular_high, r_rows, high[regular], distinct)
+            scatter(np.fmin, self.regular_low, r_rows, low[regular], distinct)
             r_end = end[regular]
             newest = r_end >= self._regular_last_end_ns[r_rows]
             self.regular_last[r_rows[newest]] = close[regular][newest]
-            _scatter(np.maximum, self._regular_last_end_ns, r_rows, r_end, distinct)
+            scatter(np.maximum, self._regular_last_end_ns, r_rows, r_end, distinct)
 
         # Bucketed by end: an aggregate counts in the last 60 s once it has ended inside them.
         self._add_second_volume(rows, end // NS_PER_SECOND, volume, distinct)
@@ -713,14 +713,3 @@ def _take(batch: AggregateBatch, index: IntArray) -> AggregateBatch:
         trades=batch.trades[index],
         ts_init_ns=batch.ts_init_ns,
     )
-
-
-def _scatter(
-    op: np.ufunc, target: npt.NDArray[Any], index: Any, values: npt.NDArray[Any], distinct: bool
-) -> None:
-    """target[index] = op(target[index], values) for every row, repeated indices included;
-    plain indexing (several times faster than ``ufunc.at``) when no index repeats."""
-    if distinct:
-        target[index] = op(target[index], values)
-    else:
-        op.at(target, index, values)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from tapescan.state.scatter import scatter
+
 WINDOW_MINUTES = 16  # Massive corrects bars for up to 15 minutes
 DAY_MINUTES = 960  # 04:00 to 20:00 ET
 
@@ -210,20 +212,15 @@ class RecentBars:
         minute, no row twice)."""
         if not len(rows):
             return
-        slots = minutes % WINDOW_MINUTES
-        if distinct:
-            at = (int(slots[0]), rows)  # one minute, each row once: plain indexing will do
-            self.volume[at] += volume
-            self.dollar_volume[at] += dollar_volume
-            self.high[at] = np.fmax(self.high[at], high)
-            self.low[at] = np.fmin(self.low[at], low)
-            self.source[at] = np.maximum(self.source[at], source)
-            return
-        np.add.at(self.volume, (slots, rows), volume)
-        np.add.at(self.dollar_volume, (slots, rows), dollar_volume)
-        np.fmax.at(self.high, (slots, rows), high)
-        np.fmin.at(self.low, (slots, rows), low)
-        self.source[slots, rows] = np.maximum(self.source[slots, rows], source)
+        slots: IntArray | int = minutes % WINDOW_MINUTES
+        if distinct:  # one minute, each row once
+            slots = int(minutes[0] % WINDOW_MINUTES)
+        at = (slots, rows)
+        scatter(np.add, self.volume, at, volume, distinct)
+        scatter(np.add, self.dollar_volume, at, dollar_volume, distinct)
+        scatter(np.fmax, self.high, at, high, distinct)
+        scatter(np.fmin, self.low, at, low, distinct)
+        self.source[at] = np.maximum(self.source[at], source)  # one value: repeats write it alike
 
     def replace(
         self,
