@@ -67,6 +67,18 @@ def test_minute_bars_round_trip_exactly(store: Store) -> None:
     assert store.count("minute_bars") == bars.num_rows
 
 
+def test_batched_reads_hand_out_every_row_once_in_the_given_schema(store: Store) -> None:
+    bars = minute_bars(DAY, [f"S{i:04d}" for i in range(300)], 12)  # 3,600 rows: several batches
+    store.write("minute_bars", bars)
+    batches: list[pa.RecordBatch] = []
+    sql = f"SELECT {', '.join(MINUTE_BARS.columns)} FROM minute_bars WHERE session = %s"
+    store.read_batches(sql, [DAY], MINUTE_BARS.schema, batches.append)
+    assert len(batches) > 1
+    assert all(batch.schema == MINUTE_BARS.schema for batch in batches)
+    back = pa.Table.from_batches(batches).sort_by([("symbol", "ascending"), ("ts", "ascending")])
+    assert back.equals(bars.sort_by([("symbol", "ascending"), ("ts", "ascending")]))
+
+
 def test_reads_take_parameters_and_return_the_given_schema(store: Store) -> None:
     store.write("minute_bars", minute_bars(DAY, ["AAPL", "TSLA"], 10))
     since = dt.datetime.combine(DAY, dt.time(14, 35), UTC)

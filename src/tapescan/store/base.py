@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from tapescan.store.migrations import MIGRATIONS, Migration
 from tapescan.store.tables import TABLES, TableSpec, conform
 
+READ_BATCH_ROWS = 1024  # rows handed out at a time by read_batches (~0.8 MB of slot volume)
 REPLACE_TABLES = frozenset({"symbols", "daily_bars", "slot_volume"})  # last write wins per key
 
 
@@ -113,6 +114,18 @@ class Store(abc.ABC):
         """Rows of ``sql`` (``%s`` placeholders) as an Arrow table of ``schema``."""
         with self._read_lock:
             return self._read(sql, params, schema)
+
+    def read_batches(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        schema: pa.Schema,
+        consume: Callable[[pa.RecordBatch], None],
+    ) -> None:
+        """Hand the rows of ``sql`` to ``consume`` a batch at a time, never all at once where
+        the backend can stream them (the embedded store); here, read whole and handed out."""
+        for batch in self.read(sql, params, schema).to_batches(READ_BATCH_ROWS):
+            consume(batch)
 
     def export_session(self, name: str, session: dt.date) -> pa.Table:
         """Every row of one session of a session-keyed table, in key order (for the archive)."""

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from tapescan.duck_setup import duckdb_config
-from tapescan.store.base import Store, StoreError, StoreUnavailableError
+from tapescan.store.base import READ_BATCH_ROWS, Store, StoreError, StoreUnavailableError
 from tapescan.store.migrations import Migration
 from tapescan.store.tables import TABLES, TableSpec
 
@@ -167,6 +167,38 @@ class DuckDbStore(Store):
         with self._write_lock, self._read_lock:
             self._reopen_once(generation)
             return self._read(sql, params, schema)
+
+    def read_batches(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        schema: pa.Schema,
+        consume: Callable[[pa.RecordBatch], None],
+    ) -> None:
+        """Stream: a session of slot volume (9 MB) is never one Arrow table in this process."""
+        generation, consumed = self._generation, False
+        try:
+            with self._read_lock:
+                for batch in self._stream(sql, params, schema):
+                    consumed = True
+                    consume(batch)
+                return
+        except duckdb.FatalException as error:
+            if consumed or INVALIDATED not in str(error):
+                raise
+        with self._write_lock, self._read_lock:  # as in read: once more, opened again
+            self._reopen_once(generation)
+            for batch in self._stream(sql, params, schema):
+                consume(batch)
+
+    def _stream(
+        self, sql: str, params: Sequence[Any], schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        relation = self._reader.sql(duck_sql(sql), params=list(params))
+        if relation is None:
+            return
+        for batch in relation.to_arrow_reader(READ_BATCH_ROWS):
+            yield batch.cast(schema) if batch.schema != schema else batch
 
     def _read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
         relation = self._reader.sql(duck_sql(sql), params=list(params))

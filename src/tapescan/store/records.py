@@ -90,16 +90,26 @@ def daily_bar_rows(summary: SessionSummary, symbols: pa.Array) -> pa.Table:
 
 
 def slot_volume_matrix(rows: pa.Table, universe: Universe) -> npt.NDArray[np.uint32]:
-    """The (symbols, 192) matrix back from ``slot_volume`` rows (unknown symbols dropped).
+    """The (symbols, 192) matrix back from ``slot_volume`` rows (unknown symbols dropped)."""
+    matrix = np.zeros((len(universe), SLOTS_PER_DAY), dtype=np.uint32)
+    fill_slot_volume(matrix, rows, universe)
+    return matrix
+
+
+def fill_slot_volume(
+    matrix: npt.NDArray[np.uint32], rows: pa.Table | pa.RecordBatch, universe: Universe
+) -> None:
+    """Write the profiles of ``rows`` (``slot_volume`` rows) into their symbols' rows of
+    ``matrix`` (unknown symbols dropped).
 
     Read straight from the column's one data buffer: a session's 11,882 profiles as Python
     bytes would be 9.5 MB of short-lived objects.
     """
-    matrix = np.zeros((len(universe), SLOTS_PER_DAY), dtype=np.uint32)
     if rows.num_rows == 0:
-        return matrix
+        return
     index = universe.indices_of(rows.column("symbol").to_pylist())
-    volume = rows.column("volume").combine_chunks()
+    column = rows.column("volume")
+    volume = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     width = SLOTS_PER_DAY * 4
     _, offsets_buffer, data_buffer = volume.buffers()
     offsets = np.frombuffer(
@@ -112,10 +122,9 @@ def slot_volume_matrix(rows: pa.Table, universe: Universe) -> npt.NDArray[np.uin
     ).reshape(len(volume), SLOTS_PER_DAY)
     known = index >= 0
     if known.all():
-        matrix[index] = profiles  # no 9 MB copy of the selected profiles first
+        matrix[index] = profiles  # no copy of the selected profiles first
     else:
         matrix[index[known]] = profiles[known]
-    return matrix
 
 
 def encode_delta(delta: Delta) -> bytes:

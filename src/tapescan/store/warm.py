@@ -9,6 +9,7 @@ feed delivered them. The feed then resumes after the last stored minute.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -17,13 +18,14 @@ import pyarrow as pa
 from tapescan.feeds.history import (
     DAILY_HISTORY_SESSIONS,
     MINUTE_HISTORY_SESSIONS,
+    SLOTS_PER_DAY,
     Warmup,
     WarmupSession,
 )
 from tapescan.market.calendar import MarketCalendar, SessionTimes, ns_to_utc
 from tapescan.model import NS_PER_MINUTE, AggregateBatch, AggregateKind, Universe
 from tapescan.store.base import Store
-from tapescan.store.records import slot_volume_matrix
+from tapescan.store.records import fill_slot_volume
 from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SLOT_VOLUME
 
 
@@ -72,13 +74,13 @@ def _sessions(
             ).sort_by("symbol")
         slots = None
         if day in needed:
-            rows = store.read(
+            slots = np.zeros((len(universe), SLOTS_PER_DAY), dtype=np.uint32)
+            store.read_batches(  # streamed: a session's 9 MB of rows never at once
                 "SELECT session, symbol, volume FROM slot_volume WHERE session = %s",
                 [day],
                 SLOT_VOLUME.schema,
+                functools.partial(fill_slot_volume, slots, universe=universe),
             )
-            slots = slot_volume_matrix(rows, universe)
-            del rows  # 9 MB at full size: not alive while the next session is read
         if on_step is not None:
             on_step(done, len(sessions))
         yield WarmupSession(day, daily, slots)
