@@ -41,10 +41,19 @@ def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
     """Undo a failed transaction without hiding why it failed.
 
     A COMMIT that fails (a full disk) ends the transaction itself, so ROLLBACK then raises
-    "no transaction is active" and that error would replace the real one.
+    "no transaction is active", and after a fatal error "database has been invalidated"; either
+    would replace the real one.
     """
-    with contextlib.suppress(duckdb.TransactionException):
-        cursor.execute("ROLLBACK").fetchall()
+    with contextlib.suppress(duckdb.TransactionException, duckdb.FatalException):
+        cursor.execute("ROLLBACK").fetchall()  # invalidated, the database refuses it too
+
+
+def _given_up(error: duckdb.Error) -> bool:
+    """The file must be opened again: DuckDB invalidated it, or a reopen after that failed and
+    left the handles closed."""
+    if isinstance(error, duckdb.ConnectionException):
+        return True
+    return isinstance(error, duckdb.FatalException) and INVALIDATED in str(error)
 
 
 def duck_sql(sql: str) -> str:
@@ -61,6 +70,7 @@ class DuckDbStore(Store):
         self._memory_limit = f"{memory_mb}MB"
         self._memory_mb = memory_mb
         self._generation = 0  # connections opened so far: a reopen is done once per failure
+        self._closed = False
         self._connect(StoreError)
         self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -68,14 +78,16 @@ class DuckDbStore(Store):
         ).fetchall()
 
     def _connect(self, error_type: type[StoreError]) -> None:
+        """Open the file; the store's handles change only once it is open and checkpointed."""
         wal = self.path.with_name(self.path.name + ".wal")
+        con: duckdb.DuckDBPyConnection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             left = wal.stat().st_size if wal.exists() else 0
             memory = self._memory_limit
             if left:
                 memory = f"{max(RECOVERY_MEMORY_MB, self._memory_mb)}MB"
-            self._con = duckdb.connect(
+            con = duckdb.connect(
                 str(self.path),
                 config=duckdb_config(
                     memory, preserve_insertion_order=False, checkpoint_threshold=CHECKPOINT_WAL
@@ -85,12 +97,15 @@ class DuckDbStore(Store):
                 log.info(
                     "DuckDB store %s: replayed %.1f MB of write-ahead log", self.path, left / 1e6
                 )
-                self._con.execute("CHECKPOINT").fetchall()
-                self._con.execute(f"SET memory_limit = '{self._memory_limit}'").fetchall()
+                con.execute("CHECKPOINT").fetchall()
+                con.execute(f"SET memory_limit = '{self._memory_limit}'").fetchall()
+            writer, reader = con.cursor(), con.cursor()
         except (OSError, duckdb.Error) as error:
+            if con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
             raise error_type(f"cannot open DuckDB store {self.path}: {error}") from error
-        self._writer = self._con.cursor()
-        self._reader = self._con.cursor()
+        self._con, self._writer, self._reader = con, writer, reader
         self._generation += 1
 
     def _applied_versions(self) -> set[int]:
@@ -115,23 +130,26 @@ class DuckDbStore(Store):
                 raise
 
     def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
-        generation = self._generation
+        generation = self._generation  # the write lock is held: no reopen meanwhile
         try:
             self._append_once(spec, table, replace)
-        except duckdb.FatalException as error:
-            if INVALIDATED not in str(error):
-                raise
-            # An earlier call hit a fatal error (often a checkpoint after a commit that returned
-            # fine, whose error DuckDB does not raise) and DuckDB gave the database up for this
-            # process: nothing of this write ran. Opened again (the write-ahead log keeps what
-            # was committed), it takes the write; a second failure is raised.
+        except (duckdb.FatalException, duckdb.ConnectionException):
+            # DuckDB gave the database up for this process: an earlier call's fatal error (a
+            # failed checkpoint, often after a commit that returned fine), or this COMMIT's own
+            # checkpoint, in which case the rows may be in the write-ahead log or not. Opened
+            # again (the log keeps every commit), the write goes once more, as rows whose keys
+            # are not there yet: landed before or not, it is there once. A second failure is
+            # raised. (Closed handles: a reopen after such an error failed; this one may work.)
             with self._read_lock:
                 self._reopen_once(generation)
-            self._append_once(spec, table, replace)
+            self._append_once(spec, table, replace, only_missing=True)
 
-    def _append_once(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+    def _append_once(
+        self, spec: TableSpec, table: pa.Table, replace: bool, only_missing: bool = False
+    ) -> None:
         cursor = self._writer
         columns = ", ".join(spec.columns)
+        match = " AND ".join(f"i.{k} = {spec.name}.{k}" for k in spec.key)
         cursor.register("incoming", table)
         try:
             cursor.execute("BEGIN").fetchall()
@@ -139,29 +157,34 @@ class DuckDbStore(Store):
                 if replace:  # last write wins per key, without an in-memory index
                     # A semi-join on the key columns only: DELETE ... USING incoming would hash
                     # whole incoming rows (a session's slot volume, 9 MB, needs over 16 MB).
-                    match = " AND ".join(f"i.{k} = {spec.name}.{k}" for k in spec.key)
                     cursor.execute(
                         f"DELETE FROM {spec.name} WHERE EXISTS "
                         f"(SELECT 1 FROM incoming i WHERE {match})"
                     ).fetchall()
+                source = "incoming"
+                if only_missing and not replace:
+                    source = (
+                        f"incoming i WHERE NOT EXISTS (SELECT 1 FROM {spec.name} WHERE {match})"
+                    )
                 cursor.execute(
-                    f"INSERT INTO {spec.name} ({columns}) SELECT {columns} FROM incoming"
+                    f"INSERT INTO {spec.name} ({columns}) SELECT {columns} FROM {source}"
                 ).fetchall()
                 cursor.execute("COMMIT").fetchall()
             except duckdb.Error:
                 _rollback(cursor)
                 raise
         finally:
-            cursor.unregister("incoming")
+            with contextlib.suppress(duckdb.FatalException):  # refused once invalidated
+                cursor.unregister("incoming")
 
     def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
-        generation = self._generation
-        try:
-            with self._read_lock:
+        with self._read_lock:
+            generation = self._generation
+            try:
                 return self._read(sql, params, schema)
-        except duckdb.FatalException as error:
-            if INVALIDATED not in str(error):
-                raise
+            except (duckdb.FatalException, duckdb.ConnectionException) as error:
+                if not _given_up(error):
+                    raise
         # As for a write: a read is answered by the file opened again. The write lock is taken
         # first (the order every reopen uses), with the read lock released meanwhile.
         with self._write_lock, self._read_lock:
@@ -175,17 +198,22 @@ class DuckDbStore(Store):
         schema: pa.Schema,
         consume: Callable[[pa.RecordBatch], None],
     ) -> None:
-        """Stream: a session of slot volume (9 MB) is never one Arrow table in this process."""
-        generation, consumed = self._generation, False
-        try:
-            with self._read_lock:
+        """Stream: a session of slot volume (9 MB) is never one Arrow table in this process.
+
+        ``consume`` runs with the store's read lock held (both locks if the file had to be
+        opened again): it must not call the store.
+        """
+        consumed = False
+        with self._read_lock:
+            generation = self._generation
+            try:
                 for batch in self._stream(sql, params, schema):
                     consumed = True
                     consume(batch)
                 return
-        except duckdb.FatalException as error:
-            if consumed or INVALIDATED not in str(error):
-                raise
+            except (duckdb.FatalException, duckdb.ConnectionException) as error:
+                if consumed or not _given_up(error):
+                    raise
         with self._write_lock, self._read_lock:  # as in read: once more, opened again
             self._reopen_once(generation)
             for batch in self._stream(sql, params, schema):
@@ -263,12 +291,15 @@ class DuckDbStore(Store):
 
     def _reopen_once(self, generation: int) -> None:
         """Reopen unless another thread did since ``generation`` (both locks held)."""
+        if self._closed:
+            raise StoreUnavailableError(f"DuckDB store {self.path} is closed")
         if self._generation == generation:
             log.warning("DuckDB store %s was invalidated by an earlier error; reopening", self.path)
             self._reopen()
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
+            self._closed = True  # closed on purpose: no call opens it again
             self._reader.close()
             self._writer.close()
             self._con.close()
