@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -19,6 +19,7 @@ from tapescan.store.migrations import Migration
 from tapescan.store.tables import TABLES, TableSpec
 
 _PLACEHOLDER = re.compile(r"%s")
+_T = TypeVar("_T")
 # DuckDB holds what was committed since the last checkpoint in its buffer pool, and checkpoints
 # once the write-ahead log passes this size. At its default (16 MB of log, ~8-10 MB of data in
 # memory) a checkpoint inside the store's 16 MB pool could fail to pin a block; a failed
@@ -46,6 +47,10 @@ def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
     """
     with contextlib.suppress(duckdb.TransactionException, duckdb.FatalException):
         cursor.execute("ROLLBACK").fetchall()  # invalidated, the database refuses it too
+
+
+def _always() -> bool:
+    return True
 
 
 def _given_up(error: duckdb.Error) -> bool:
@@ -178,18 +183,7 @@ class DuckDbStore(Store):
                 cursor.unregister("incoming")
 
     def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
-        with self._read_lock:
-            generation = self._generation
-            try:
-                return self._read(sql, params, schema)
-            except (duckdb.FatalException, duckdb.ConnectionException) as error:
-                if not _given_up(error):
-                    raise
-        # As for a write: a read is answered by the file opened again. The write lock is taken
-        # first (the order every reopen uses), with the read lock released meanwhile.
-        with self._write_lock, self._read_lock:
-            self._reopen_once(generation)
-            return self._read(sql, params, schema)
+        return self._reading(lambda: self._read(sql, params, schema))
 
     def read_batches(
         self,
@@ -204,20 +198,29 @@ class DuckDbStore(Store):
         opened again): it must not call the store.
         """
         consumed = False
+
+        def stream() -> None:
+            nonlocal consumed
+            for batch in self._stream(sql, params, schema):
+                consumed = True
+                consume(batch)
+
+        self._reading(stream, lambda: not consumed)  # no batch handed out twice
+
+    def _reading(self, call: Callable[[], _T], may_retry: Callable[[], bool] = _always) -> _T:
+        """``call()`` on the reader; if DuckDB gave the file up, once more on the file opened
+        again (as a write does). The write lock is taken first (the order every reopen uses),
+        with the read lock released meanwhile."""
         with self._read_lock:
             generation = self._generation
             try:
-                for batch in self._stream(sql, params, schema):
-                    consumed = True
-                    consume(batch)
-                return
+                return call()
             except (duckdb.FatalException, duckdb.ConnectionException) as error:
-                if consumed or not _given_up(error):
+                if not (_given_up(error) and may_retry()):
                     raise
-        with self._write_lock, self._read_lock:  # as in read: once more, opened again
+        with self._write_lock, self._read_lock:
             self._reopen_once(generation)
-            for batch in self._stream(sql, params, schema):
-                consume(batch)
+            return call()
 
     def _stream(
         self, sql: str, params: Sequence[Any], schema: pa.Schema
