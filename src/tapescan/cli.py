@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tapescan import __version__
 from tapescan.arrow_setup import keep_pandas_out
+from tapescan.cli_fake import fake_massive
 from tapescan.cli_maintenance import maintenance_app
 from tapescan.config import ConfigError, load_settings
 from tapescan.feeds.base import FeedError
@@ -135,7 +136,7 @@ def run(
     except Exception as error:
         if interrupted.happened:  # Ctrl-C, whatever a library made of it: exit 130
             raise KeyboardInterrupt from None
-        if isinstance(error, ConfigError | FeedError | NotASessionError | StoreError):
+        if isinstance(error, ConfigError | FeedError | NotASessionError | StoreError | FatalError):
             fail(str(error))
         if isinstance(error, ScanValidationError):
             fail("\n".join(f"invalid scan {e.path}: {e.message}" for e in error.errors))
@@ -153,7 +154,7 @@ def run(
     asyncio.run(_serve(node, listener))
     failure = node.tasks.failure
     if isinstance(failure, FatalError):
-        fail(str(failure), code=1)
+        fail(str(failure), code=failure.exit_code)
     if failure is not None:
         fail(f"stopped after an internal failure: {failure}", code=1)
     err.print("tapescan: stopped", highlight=False)
@@ -382,6 +383,7 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(maintenance_app, name="maintenance")
+app.command("fake-massive")(fake_massive)
 BENCH_DAY = "2026-11-24"
 JsonOption = Annotated[bool, typer.Option("--json", help="Compact JSON (default: indented).")]
 DayOption = Annotated[str, typer.Option("--session", help="Simulated session, YYYY-MM-DD.")]

@@ -121,6 +121,31 @@ class Settings(BaseSettings):
     daily: Path | None = None
     reference: Path | None = None
 
+    massive_ws_url: str = Field(
+        default="wss://socket.massive.com/stocks",
+        pattern=r"^wss?://",
+        description="Massive's stocks WebSocket (TAPESCAN_MASSIVE_WS_URL); the key itself is "
+        "read from MASSIVE_API_KEY or POLYGON_API_KEY, never from settings.",
+    )
+    massive_rest_url: str = Field(
+        default="https://api.massive.com",
+        pattern=r"^https?://",
+        description="Massive's REST API (TAPESCAN_MASSIVE_REST_URL).",
+    )
+    massive_delayed: bool = Field(
+        default=False,
+        description="Use the 15-minute delayed feed (wss://delayed.massive.com/stocks) when "
+        "massive_ws_url is not set.",
+    )
+    massive_channels: list[str] = Field(
+        default_factory=lambda: ["A", "AM", "LULD"],
+        description="WebSocket channels subscribed for every symbol.",
+    )
+    massive_ticker_types: list[str] = Field(
+        default_factory=lambda: ["CS", "ETF"],
+        description="Ticker types of the universe (/v3/reference/tickers?type=).",
+    )
+
     shutdown_timeout_s: float = Field(default=1.5, gt=0, le=30)
     scan_interval_s: float = Field(default=1.0, ge=0.1, le=60, description="Scan cycle period.")
     scans_file: Path | None = Field(default=None, description="TOML file of user scans.")

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -65,6 +65,9 @@ from tapescan.store.tables import DAILY_BARS, SYMBOLS, conform
 from tapescan.store.warm import last_sequences, today_from_store, warmup_from_store
 from tapescan.tasks import FatalError, TaskGroup
 
+if TYPE_CHECKING:
+    from tapescan.feeds.massive.feed import MassiveConfig
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SIM_DEFAULT_START = dt.time(9, 25)
@@ -83,7 +86,35 @@ def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
         if settings.bars is None or settings.daily is None:
             raise ConfigError("feed 'replay' needs --bars and --daily")
         return ReplayFeed.open(settings.bars, settings.daily, settings.reference, calendar)
-    raise ConfigError("feed 'massive' is not available yet; use --feed sim or --feed replay")
+    from tapescan.feeds.massive.feed import MassiveFeed  # noqa: PLC0415 - only when used
+
+    return MassiveFeed.open(massive_config(settings), calendar)
+
+
+DELAYED_WS_URL = "wss://delayed.massive.com/stocks"
+KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
+
+
+def massive_config(settings: Settings) -> MassiveConfig:
+    """Where and how to reach Massive; the key comes from the environment only."""
+    from tapescan.feeds.massive.feed import MassiveConfig  # noqa: PLC0415
+
+    key = next((os.environ[v].strip() for v in KEY_VARIABLES if os.environ.get(v, "").strip()), "")
+    if not key:
+        raise ConfigError(
+            "feed 'massive' needs an API key: set MASSIVE_API_KEY (or POLYGON_API_KEY) in the "
+            "environment (a plan with WebSocket access to stocks; see docs/live.md)"
+        )
+    ws_url = settings.massive_ws_url
+    if settings.massive_delayed and "massive_ws_url" not in settings.model_fields_set:
+        ws_url = DELAYED_WS_URL
+    return MassiveConfig(
+        api_key=key,
+        ws_url=ws_url,
+        rest_url=settings.massive_rest_url,
+        channels=tuple(settings.massive_channels),
+        ticker_types=tuple(settings.massive_ticker_types),
+    )
 
 
 def choose_start(
@@ -92,6 +123,8 @@ def choose_start(
     """The simulated start instant, or None to run on wall time."""
     if settings.start is not None:
         return datetime_to_ns(settings.start)
+    if settings.feed == "massive":  # a live feed runs on wall time, in a session or not
+        return None
     first_session = getattr(feed, "first_session", None)
     if callable(first_session):
         session: dt.date = first_session()
@@ -416,6 +449,8 @@ class Node:
             release_free_memory()
         except StopRequested:
             return
+        except FatalError:  # a refused key: its own line and exit code
+            raise
         except Exception as error:
             # Nothing useful can be served without history: end the process with one line.
             log.debug("warm-up failed", exc_info=True)
@@ -423,6 +458,8 @@ class Node:
             raise WarmupError(f"warm-up failed: {first_line}") from error
         try:
             await self._follow_feed(resume_ns)
+        except FatalError:  # no retry can help (a refused key): the process ends with it
+            raise
         except Exception as error:
             # A failed feed is reported (health 503, status message) while the API keeps
             # answering: history and the last state stay browsable.

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 class FatalError(Exception):
     """A failure that ends the process and whose message says it all (no traceback logged)."""
 
+    exit_code = 1
+
 
 class TaskGroup:
     """Owns a process's long-lived tasks: logs the failure of any, stops them all on request."""

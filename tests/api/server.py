@@ -23,10 +23,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, *args: str, token: str | None = ADMIN_TOKEN) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        token: str | None = ADMIN_TOKEN,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         env.pop("TAPESCAN_ADMIN_TOKEN", None)
         if token is not None:
             env["TAPESCAN_ADMIN_TOKEN"] = token

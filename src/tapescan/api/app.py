@@ -28,6 +28,7 @@ from tapescan.api.history_reads import HistoryReads
 from tapescan.api.history_routes import bad_cursor, cursor_json, history_router, scan_at
 from tapescan.api.ws import serve_websocket
 from tapescan.config import Settings
+from tapescan.feeds.base import Feed
 from tapescan.feeds.monitor import FeedMonitor
 from tapescan.indicators.catalog import COLUMNS
 from tapescan.market.calendar import MarketCalendar, NotASessionError, ns_to_utc
@@ -55,6 +56,7 @@ class NodeView(Protocol):
     clock: Clock
     calendar: MarketCalendar
     monitor: FeedMonitor
+    feed: Feed
     started_ns: int
     stats: ScanStats
     gc_pauses: GcPauses
@@ -83,6 +85,7 @@ class FeedHealth(BaseModel):
     halts: int
     last_event: str | None
     lag_ms: float
+    connection: dict[str, Any] | None = None  # a live feed's socket and REST counters
 
 
 class ClockHealth(BaseModel):
@@ -200,6 +203,7 @@ def health_of(node: NodeView) -> Health:
             if monitor.last_event_ns
             else None,
             lag_ms=round(monitor.last_lag_ns / 1e6, 3),
+            connection=node.feed.connection(),
         ),
         clock=ClockHealth(now=ns_to_utc(now_ns).isoformat(), speed=node.clock.speed),
         session=SessionHealth(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from tapescan.feeds.history import Warmup
 from tapescan.market.clock import Clock
 from tapescan.model import FeedEvent, Universe
+from tapescan.tasks import FatalError
 
 StepCallback = Callable[[int, int], None]
 """Progress of a long step: called with (done, total); (0, total) while it prepares. It is also
@@ -19,6 +20,13 @@ where a stop request ends the step (the callback raises)."""
 
 class FeedError(Exception):
     """A feed cannot start or go on; the message says what to fix."""
+
+
+class FeedFatalError(FatalError):
+    """No retry can help (a refused key, a URL that cannot work): the process ends with this
+    one line and exit code 2, whether at start, in the warm-up or while following the feed."""
+
+    exit_code = 2
 
 
 class Feed(Protocol):
@@ -34,6 +42,10 @@ class Feed(Protocol):
 
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
         """Daily bars and slot volume of the sessions before ``session``."""
+        ...
+
+    def connection(self) -> dict[str, Any] | None:
+        """The feed's connection details for health (a live feed's socket), or None."""
         ...
 
     def events(

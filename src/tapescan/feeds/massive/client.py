@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from tapescan.feeds.base import FeedFatalError
 from tapescan.feeds.massive.link import Close, Connect, Fail, Link, LinkState, Send, Warn
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame, status_messages
 
@@ -29,10 +30,8 @@ QUEUE_FRAMES = 10_000  # frames waiting for the parser (~1 KB to ~1 MB each)
 BATCH_FRAMES = 256  # most frames parsed together
 
 
-class MassiveFatalError(Exception):
+class MassiveFatalError(FeedFatalError):
     """No retry can help (exit code 2): the message says what to fix."""
-
-    exit_code = 2
 
 
 class MassiveAuthError(MassiveFatalError):

@@ -169,6 +169,10 @@ class ReplayFeed:
         """One row per universe symbol in universe order; symbols the file lacks are null."""
         return self._reference
 
+    def connection(self) -> None:
+        """No connection to report (health's feed ``connection`` is null)."""
+        return None
+
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
         """Daily bars of the last 40 file dates and slot volume of the last 10 sessions before.
 

@@ -55,6 +55,10 @@ class SimFeed:
     def reference(self) -> pa.Table:
         return self._market.reference_table()
 
+    def connection(self) -> None:
+        """No connection to report (health's feed ``connection`` is null)."""
+        return None
+
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
         """Daily bars of the 40 sessions before ``session`` and slot volume of the last 10.
 

@@ -1,0 +1,127 @@
+"""``tapescan fake-massive``: Massive's socket and REST API on 127.0.0.1, from the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import time
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+_err = Console(stderr=True, soft_wrap=True)
+DEFAULT_KEY = "tapescan-fake-key"
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    _err.print(f"tapescan: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def fake_massive(
+    port: Annotated[
+        int, typer.Option(help="WebSocket port on 127.0.0.1 (0: any free one).")
+    ] = 8100,
+    rest_port: Annotated[
+        int | None, typer.Option(help="REST port on 127.0.0.1 [default: --port + 1].")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="The one key accepted [default: MASSIVE_API_KEY, else a fixed one]."),
+    ] = None,
+    symbols: Annotated[int, typer.Option(help="Simulated symbols.")] = 11_882,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Market instant to serve from, ISO 8601 with offset [default: now]."),
+    ] = None,
+    second_aggregates: Annotated[
+        bool, typer.Option(help="Send per-second (A) as well as per-minute (AM) aggregates.")
+    ] = True,
+    refuse_key: Annotated[
+        bool, typer.Option(help="Fault: refuse every key (auth_failed), as a plan without it.")
+    ] = False,
+    drop_after: Annotated[
+        int | None,
+        typer.Option(help="Fault: drop the first connection without a close after N frames."),
+    ] = None,
+    rate_limit_every: Annotated[
+        int, typer.Option(help="Fault: every Nth REST request answers 429 (0: never).")
+    ] = 0,
+    html_504_every: Annotated[
+        int, typer.Option(help="Fault: every Nth REST request answers an HTML 504 (0: never).")
+    ] = 0,
+) -> None:
+    """Serve a fake Massive (stocks WebSocket and REST) from the simulated market, for trying
+    `tapescan run --feed massive` without a key (docs/live.md)."""
+    from tapescan.feeds.massive.fake_market import FakeMarket  # noqa: PLC0415 - fast --help
+    from tapescan.feeds.massive.fake_rest import RestFaults  # noqa: PLC0415
+    from tapescan.feeds.massive.fake_run import FakePorts, bind, serve_fake  # noqa: PLC0415
+    from tapescan.feeds.massive.fake_server import Faults  # noqa: PLC0415
+    from tapescan.feeds.sim.generator import SimMarket  # noqa: PLC0415
+    from tapescan.market.calendar import market_calendar, ns_to_et  # noqa: PLC0415
+    from tapescan.market.clock import make_clock  # noqa: PLC0415
+
+    if symbols < 1 or symbols > 50_000:
+        _fail(f"--symbols must be 1-50000, not {symbols}")
+    chosen_key = key or os.environ.get("MASSIVE_API_KEY", "").strip() or DEFAULT_KEY
+    calendar = market_calendar()
+    if start is None:
+        start_ns = time.time_ns()
+    else:
+        try:
+            instant = dt.datetime.fromisoformat(start)
+        except ValueError:
+            _fail(f"--start {start!r} is not an ISO 8601 instant")
+        if instant.tzinfo is None:
+            _fail("--start needs a UTC offset, like 2026-11-24T15:00:00+00:00")
+        start_ns = int(instant.timestamp() * 1e9)
+    try:
+        rest_listener = bind(rest_port if rest_port is not None else (port + 1 if port else 0))
+    except OSError as error:
+        _fail(f"cannot listen on the REST port: {error.strerror or error}")
+    session = calendar.trading_day(start_ns)
+    if start_ns >= calendar.session(session).post_close_ns:
+        session = calendar.next_session(session)
+    market = FakeMarket(SimMarket(seed, symbols, calendar), session, second_aggregates)
+    _err.print(f"fake-massive: drawing the history before {session} ...", highlight=False)
+    market.draw_history()
+    clock = make_clock(start_ns, 1.0)
+
+    def ready(ports: FakePorts) -> None:
+        at = ns_to_et(clock.now_ns())
+        _err.print(
+            f"fake-massive: {symbols} symbols, clock {at:%Y-%m-%d %H:%M:%S %Z}"
+            f"\n  MASSIVE_API_KEY={chosen_key}"
+            f"\n  TAPESCAN_MASSIVE_WS_URL={ports.ws_url}"
+            f"\n  TAPESCAN_MASSIVE_REST_URL={ports.rest_url}",
+            highlight=False,
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        faults = Faults(refuse_key=refuse_key, drop_after_frames=drop_after)
+        await serve_fake(
+            market,
+            chosen_key,
+            clock,
+            start_ns,
+            port,
+            rest_listener,
+            faults,
+            RestFaults(rate_limit_every, html_504_every),
+            stop,
+            ready,
+        )
+
+    try:
+        asyncio.run(main())
+    except OSError as error:
+        _fail(f"cannot serve: {error.strerror or error}")
+    _err.print("fake-massive: stopped", highlight=False)

@@ -1,0 +1,204 @@
+"""The simulated market as Massive would serve it: REST answers and WebSocket frames.
+
+``tapescan fake-massive`` joins this to the fake socket (``fake_server.FakeMassive``) and the
+fake REST API (``fake_rest``). The warm-up history (the 40 sessions before the served one) is
+drawn once at start, before anything is served, exactly as the simulated feed draws it for
+``tapescan run``; the socket then carries that feed's live aggregates at the clock's pace, as
+``A`` and ``AM`` messages in frames of up to ``FRAME_MESSAGES``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+import numpy as np
+
+from tapescan.feeds.history import Warmup
+from tapescan.feeds.massive.fake_server import FakeMassive
+from tapescan.feeds.sim.feed import SimFeed
+from tapescan.feeds.sim.generator import SimMarket
+from tapescan.market.clock import Clock
+from tapescan.model import NS_PER_SECOND, AggregateBatch, AggregateKind
+
+FRAME_MESSAGES = 2_000  # messages per socket frame (~250 KB)
+NS_PER_MS = 1_000_000
+
+
+class Aggregate(msgspec.Struct, omit_defaults=True):
+    """An ``A`` or ``AM`` message, the fields Massive sends (``a``/``op`` left out)."""
+
+    ev: str
+    sym: str
+    v: int
+    av: int
+    vw: float
+    o: float
+    c: float
+    h: float
+    l: float  # noqa: E741 - the protocol's name
+    z: int
+    s: int
+    e: int
+
+
+_encode = msgspec.json.Encoder().encode
+_ET = ZoneInfo("America/New_York")
+
+
+class FakeMarket:
+    def __init__(self, market: SimMarket, session: dt.date, second_aggregates: bool) -> None:
+        self.market = market
+        self.session = session
+        self.feed = SimFeed(market, second_aggregates=second_aggregates)
+        self.second_aggregates = second_aggregates
+        self.symbols = market.universe.symbols
+        self._daily: dict[dt.date, list[dict[str, Any]]] = {}
+        self._day_volume = np.zeros(len(self.symbols), dtype=np.int64)
+        self._volume_day: dt.date | None = None
+
+    def draw_history(self, on_step: Callable[[int, int], None] | None = None) -> None:
+        """Draw the warm-up sessions once (~40 s at 11,882 symbols) and keep their daily bars
+        as grouped-daily results (~25 MB at 11,882 symbols x 40 sessions)."""
+        warmup: Warmup = self.feed.warmup(self.session, on_step)
+        for item in warmup.sessions:
+            table = item.daily
+            self._daily[item.date] = [
+                {"T": s, "o": o, "h": h, "l": low, "c": c, "v": v, "t": _close_ms(item.date)}
+                for s, o, h, low, c, v in zip(
+                    table.column("symbol").to_pylist(),
+                    table.column("open").to_pylist(),
+                    table.column("high").to_pylist(),
+                    table.column("low").to_pylist(),
+                    table.column("close").to_pylist(),
+                    table.column("volume").to_pylist(),
+                    strict=True,
+                )
+            ]
+
+    # ------------------------------------------------------------------ REST answers
+
+    def tickers(
+        self, kind: str | None, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the ticker listing and the offset of the next page (-1: none)."""
+        if kind not in (None, "", "CS"):  # the simulated universe holds common stocks only
+            return [], -1
+        reference = self.market.reference_table()
+        names = reference.column("name").to_pylist()
+        exchanges = reference.column("exchange").to_pylist()
+        end = min(len(self.symbols), offset + limit)
+        page = [
+            {
+                "ticker": self.symbols[i],
+                "name": names[i],
+                "market": "stocks",
+                "locale": "us",
+                "primary_exchange": exchanges[i],
+                "type": "CS",
+                "active": True,
+                "currency_name": "usd",
+            }
+            for i in range(offset, end)
+        ]
+        return page, (end if end < len(self.symbols) else -1)
+
+    def grouped_daily(self, day: dt.date) -> list[dict[str, Any]] | None:
+        """Daily bars of every symbol on ``day``; None for a day not drawn (no results)."""
+        return self._daily.get(day)
+
+    def status_at(self, ts_ns: int) -> str:
+        """``open``, ``extended-hours`` or ``closed``, from the calendar."""
+        calendar = self.market.calendar
+        times = calendar.session_in_progress(ts_ns)
+        if times is None:
+            return "closed"
+        regular = times.regular_open_ns <= ts_ns < times.regular_close_ns
+        return "open" if regular else "extended-hours"
+
+    # ------------------------------------------------------------------ the socket
+
+    async def serve_socket(self, server: FakeMassive, clock: Clock, start_ns: int) -> None:
+        """The simulated feed's live aggregates from ``start_ns``, to every subscriber."""
+        async for event in self.feed.events(clock, start_ns):
+            if not isinstance(event, AggregateBatch) or event.ts_event_ns <= start_ns:
+                continue  # a socket has no past; halts have no channel on Massive
+            for frame in self.frames(event):
+                await server.publish(frame)
+
+    def frames(self, batch: AggregateBatch) -> list[bytes]:
+        """``batch`` as socket frames of A (per-second) or AM (per-minute) messages."""
+        day = self.market.calendar.trading_day(int(batch.start_ns[0])) if len(batch) else None
+        if day != self._volume_day:
+            self._day_volume[:] = 0
+            self._volume_day = day
+        counts = batch.kind is (
+            AggregateKind.SECOND if self.second_aggregates else AggregateKind.MINUTE
+        )
+        if counts:
+            np.add.at(self._day_volume, batch.symbol_index, batch.volume)
+        ev = "A" if batch.kind is AggregateKind.SECOND else "AM"
+        window_ms = int(batch.kind) * NS_PER_SECOND // NS_PER_MS
+        starts = (batch.start_ns // NS_PER_MS).tolist()
+        trades = batch.trades.tolist()
+        volumes = batch.volume.tolist()
+        day_volume = self._day_volume[batch.symbol_index].tolist()
+        messages = [
+            Aggregate(
+                ev=ev,
+                sym=self.symbols[row],
+                v=volume,
+                av=accumulated,
+                vw=round(vwap, 4),
+                o=o,
+                c=c,
+                h=h,
+                l=low,
+                z=volume // count if count > 0 else 0,
+                s=start,
+                e=start + window_ms,
+            )
+            for row, volume, accumulated, vwap, o, c, h, low, count, start in zip(
+                batch.symbol_index.tolist(),
+                volumes,
+                day_volume,
+                batch.vwap.tolist(),
+                batch.open.tolist(),
+                batch.close.tolist(),
+                batch.high.tolist(),
+                batch.low.tolist(),
+                trades,
+                starts,
+                strict=True,
+            )
+        ]
+        return [
+            _encode(messages[i : i + FRAME_MESSAGES])
+            for i in range(0, len(messages), FRAME_MESSAGES)
+        ]
+
+
+def _close_ms(day: dt.date) -> int:
+    """Grouped daily bars carry 16:00 ET of their day in ms (the end of the window)."""
+    close = dt.datetime.combine(day, dt.time(16), tzinfo=_ET)
+    return int(close.timestamp() * 1000)
+
+
+def cursor_of(offset: int, kind: str | None) -> str:
+    raw = json.dumps({"offset": offset, "type": kind or ""}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def offset_of(cursor: str) -> tuple[int, str]:
+    """(offset, type) of a cursor; ValueError when it is not one of ours."""
+    padded = cursor + "=" * (-len(cursor) % 4)
+    data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    offset, kind = data["offset"], data["type"]
+    if not isinstance(offset, int) or offset < 0 or not isinstance(kind, str):
+        raise ValueError("not a cursor")
+    return offset, kind

@@ -1,0 +1,134 @@
+"""A local imitation of Massive's REST API: the endpoints tapescan's warm-up uses.
+
+- ``GET /v3/reference/tickers``: the simulated universe in pages (``limit`` up to 1,000), with a
+  ``next_url`` on this server whose opaque ``cursor`` carries the rest; the key is not in it.
+- ``GET /v2/aggs/grouped/locale/us/market/stocks/{date}``: daily bars of every symbol (ticker key
+  ``T``); a day without bars answers ``resultsCount: 0`` and no ``results``.
+- ``GET /v1/marketstatus/now``: no envelope, as the real one; ``serverTime`` is the fake's clock.
+
+The key is accepted as ``Authorization: Bearer`` or ``?apiKey=``; a wrong one gets the real 401
+body. Faults, chosen by flags: a 429 (with ``Retry-After``) every N requests, an HTML 504 page
+every N requests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from tapescan.feeds.massive.fake_market import FakeMarket, cursor_of, offset_of
+from tapescan.market.calendar import ns_to_utc
+from tapescan.market.clock import Clock
+
+TICKERS_LIMIT_MAX = 1_000
+
+
+@dataclass(slots=True)
+class RestFaults:
+    rate_limit_every: int = 0  # every Nth request answers 429 (0: never)
+    html_504_every: int = 0  # every Nth request answers an nginx-style HTML 504 (0: never)
+    retry_after_s: float = 0.2
+
+
+@dataclass(slots=True)
+class RestStats:
+    requests: int = 0
+    rate_limited: int = 0
+    failed_504: int = 0
+    unauthorized: int = 0
+
+
+def _envelope(status: str = "OK", **rest: object) -> dict[str, object]:
+    return {"status": status, "request_id": secrets.token_hex(16), **rest}
+
+
+def rest_app(
+    market: FakeMarket, api_key: str, clock: Clock, faults: RestFaults | None = None
+) -> Starlette:
+    chosen = faults or RestFaults()
+    stats = RestStats()
+
+    def refused(request: Request) -> Response | None:
+        stats.requests += 1
+        header = request.headers.get("authorization", "")
+        given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        given = given or request.query_params.get("apiKey", "")
+        if not secrets.compare_digest(given.encode(), api_key.encode()):
+            stats.unauthorized += 1
+            return JSONResponse(_envelope("ERROR", error="Unknown API Key"), status_code=401)
+        if chosen.rate_limit_every and stats.requests % chosen.rate_limit_every == 0:
+            stats.rate_limited += 1
+            return JSONResponse(
+                _envelope(
+                    "ERROR",
+                    error="You've exceeded the maximum requests per minute, please wait or "
+                    "upgrade your subscription to continue.",
+                ),
+                status_code=429,
+                headers={"Retry-After": f"{chosen.retry_after_s:g}"},
+            )
+        if chosen.html_504_every and stats.requests % chosen.html_504_every == 0:
+            stats.failed_504 += 1
+            return HTMLResponse(
+                "<html><head><title>504 Gateway Time-out</title></head><body><center>"
+                "<h1>504 Gateway Time-out</h1></center><hr><center>nginx</center></body></html>",
+                status_code=504,
+            )
+        return None
+
+    async def tickers(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        query = request.query_params
+        try:
+            if "cursor" in query:
+                offset, kind = offset_of(query["cursor"])
+            else:
+                offset, kind = 0, query.get("type", "")
+            limit = min(TICKERS_LIMIT_MAX, max(1, int(query.get("limit", "100"))))
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(_envelope("ERROR", error="bad cursor or limit"), status_code=400)
+        page, following = market.tickers(kind, offset, limit)
+        body = _envelope(results=page, count=len(page))
+        if following >= 0:
+            body["next_url"] = str(
+                request.url.replace(query=f"cursor={cursor_of(following, kind)}&limit={limit}")
+            )
+        return JSONResponse(body)
+
+    async def grouped(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        try:
+            day = dt.date.fromisoformat(request.path_params["date"])
+        except ValueError:
+            return JSONResponse(_envelope("ERROR", error="bad date"), status_code=400)
+        rows = market.grouped_daily(day)
+        if not rows:
+            return JSONResponse(_envelope(adjusted=True, queryCount=0, resultsCount=0))
+        return JSONResponse(
+            _envelope(adjusted=True, queryCount=len(rows), resultsCount=len(rows), results=rows)
+        )
+
+    async def market_status(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        # the fake's own clock: a client started with --start at this instant runs in step
+        now = ns_to_utc(clock.now_ns()).isoformat()
+        return JSONResponse({"market": market.status_at(clock.now_ns()), "serverTime": now})
+
+    app = Starlette(
+        routes=[
+            Route("/v3/reference/tickers", tickers),
+            Route("/v2/aggs/grouped/locale/us/market/stocks/{date}", grouped),
+            Route("/v1/marketstatus/now", market_status),
+        ]
+    )
+    app.state.stats = stats
+    return app

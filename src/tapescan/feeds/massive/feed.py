@@ -1,0 +1,287 @@
+"""The live Massive feed: universe and warm-up history from REST, then the WebSocket.
+
+- **Universe**: every active ticker of the chosen types (``/v3/reference/tickers``, common stocks
+  and ETFs by default), sorted; listed once at start (~12 pages of 1,000).
+- **Reference**: name and primary exchange from that listing (float, shares outstanding and
+  market cap need one request per ticker; not fetched yet, so those columns are empty).
+- **Warm-up**: grouped daily bars of the 40 sessions before today, one request each; a second
+  start on the same day takes them from the store instead (the node decides that).
+- **Events**: the stocks WebSocket (``MassiveClient``: handshake, reconnects with backoff),
+  parsed in batches; feed status events when the session's state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tapescan.feeds.base import StepCallback
+from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, Warmup, WarmupSession
+from tapescan.feeds.massive.client import MassiveClient
+from tapescan.feeds.massive.link import Link, LinkState, topics
+from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
+from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, RestCounters
+from tapescan.market.calendar import MarketCalendar
+from tapescan.market.clock import Clock
+from tapescan.model import FeedEvent, FeedState, FeedStatus, Universe, stamped
+
+TICKERS_PAGE = 1_000  # the endpoint's maximum
+CAUGHT_UP_WAIT_NS = 1_000_000  # 1 ms
+
+
+@dataclass(frozen=True, slots=True)
+class MassiveConfig:
+    api_key: str
+    ws_url: str
+    rest_url: str
+    channels: tuple[str, ...] = ("A", "AM", "LULD")
+    ticker_types: tuple[str, ...] = ("CS", "ETF")
+
+    def __repr__(self) -> str:  # never the key
+        return f"MassiveConfig(ws_url={self.ws_url!r}, rest_url={self.rest_url!r})"
+
+
+class MassiveFeed:
+    def __init__(
+        self,
+        config: MassiveConfig,
+        calendar: MarketCalendar,
+        universe: Universe,
+        reference: pa.Table,
+    ) -> None:
+        self.config = config
+        self.calendar = calendar
+        self._universe = universe
+        self._reference = reference
+        self.client: MassiveClient | None = None  # while events() runs: for health
+        self.rest_counters = RestCounters()  # every REST request of this process
+
+    @classmethod
+    def open(cls, config: MassiveConfig, calendar: MarketCalendar) -> MassiveFeed:
+        """List the universe (raises MassiveFatalError for a refused key)."""
+        counters = RestCounters()
+        with MassiveRest(config.api_key, config.rest_url, counters=counters) as rest:
+            rows = list_tickers(rest, config.ticker_types)
+        if not rows:
+            raise MassiveRestError(
+                "the Massive REST API listed no active tickers of types "
+                + ",".join(config.ticker_types)
+            )
+        rows.sort(key=lambda row: row[0])
+        universe = Universe(row[0] for row in rows)
+        reference = pa.table(
+            {
+                "symbol": pa.array([r[0] for r in rows], pa.string()),
+                "name": pa.array([r[1] for r in rows], pa.string()),
+                "exchange": pa.array([r[2] for r in rows], pa.string()),
+            }
+        )
+        feed = cls(config, calendar, universe, reference)
+        feed.rest_counters = counters
+        return feed
+
+    @property
+    def name(self) -> str:
+        return "massive"
+
+    @property
+    def universe(self) -> Universe:
+        return self._universe
+
+    def reference(self) -> pa.Table:
+        return self._reference
+
+    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
+        """Grouped daily bars of the 40 sessions before ``session``, read as they are used."""
+        days = self.calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
+        return Warmup(session, self._daily_sessions(days, on_step))
+
+    def _daily_sessions(
+        self, days: Sequence[dt.date], on_step: StepCallback | None
+    ) -> Iterator[WarmupSession]:
+        total = len(days)
+        if on_step is not None:
+            on_step(0, total)
+        rest = MassiveRest(self.config.api_key, self.config.rest_url, counters=self.rest_counters)
+        with rest:
+            for done, day in enumerate(days, start=1):
+                yield WarmupSession(day, grouped_daily(rest, day, self._universe))
+                if on_step is not None:  # where a stop request ends the warm-up
+                    on_step(done, total)
+
+    def connection(self) -> dict[str, Any]:
+        """The socket session and the REST requests, for health (never the key)."""
+        client = self.client
+        rest = self.rest_counters
+        details: dict[str, Any] = {
+            "rest": {
+                "url": self.config.rest_url,
+                "requests": rest.requests,
+                "retries": rest.retries,
+                "rate_limited": rest.rate_limited,
+                "seconds": round(rest.seconds, 3),
+                "last_error": rest.last_error,
+            },
+            "socket": {"url": self.config.ws_url, "state": "not started"},
+        }
+        if client is not None:
+            link = client.link.counters
+            parse = client.parser.counters
+            details["socket"] = {
+                "url": self.config.ws_url,
+                "state": client.state.value,
+                "connects": link.connects,
+                "reconnects": link.reconnects,
+                "drops": dict(link.drops),
+                "last_error": link.last_error,
+                "warnings": list(client.warnings),
+                "queued_frames": client.frames.qsize(),
+                "frames": parse.frames,
+                "aggregates": parse.aggregates,
+                "malformed_frames": parse.malformed_frames,
+                "malformed_messages": parse.malformed_messages,
+                "unknown_symbols": parse.unknown_symbols,
+                "skipped_events": parse.skipped_events,
+            }
+        return details
+
+    async def events(
+        self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
+    ) -> AsyncIterator[FeedEvent]:
+        """Live aggregates from the WebSocket, until ``end_ns`` (or for ever).
+
+        The socket has no past: the catch-up ends as soon as the session is live. Bars that end
+        by ``resume_ns`` (recovered from the store) are dropped.
+        """
+        link = Link(self.config.api_key, topics(self.config.channels))
+        client = MassiveClient(
+            self.config.ws_url,
+            link,
+            FrameParser(self._universe),
+            in_session=lambda: self.calendar.session_in_progress(clock.now_ns()) is not None,
+        )
+        self.client = client
+        running = asyncio.create_task(client.run(), name="massive-socket")
+        try:
+            yield FeedStatus(
+                FeedState.STARTING, f"connecting to {self.config.ws_url}", clock.now_ns()
+            )
+            await _until_live_or_failed(client, running)
+            yield FeedStatus(FeedState.LIVE, "Massive stocks feed live", clock.now_ns())
+            # a socket has no past: the catch-up is over (a wait for an instant to come says so)
+            await clock.sleep_until(clock.now_ns() + CAUGHT_UP_WAIT_NS)
+            shown = LinkState.LIVE
+            async for parsed in _parsed(client, running):
+                if client.state is not shown:
+                    shown = client.state
+                    yield _status_of(shown, clock.now_ns())
+                for batch in parsed.batches:
+                    if end_ns is not None and batch.ts_event_ns > end_ns:
+                        return
+                    if resume_ns is not None and batch.ts_event_ns <= resume_ns:
+                        continue
+                    yield stamped(batch)
+        finally:
+            await client.stop()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+            self.client = None
+
+
+def _status_of(state: LinkState, now_ns: int) -> FeedStatus:
+    if state is LinkState.LIVE:
+        return FeedStatus(FeedState.LIVE, "Massive stocks feed live again", now_ns)
+    return FeedStatus(FeedState.STARTING, f"Massive stocks feed {state.value}", now_ns)
+
+
+async def _until_live_or_failed(client: MassiveClient, running: asyncio.Task[None]) -> None:
+    waiting = asyncio.create_task(client.wait_until(lambda: client.state is LinkState.LIVE))
+    try:
+        await asyncio.wait({waiting, running}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if running.done():
+        running.result()  # raises the client's fatal error (a refused key)
+        raise MassiveRestError("the Massive socket ended before it was live")
+
+
+async def _parsed(client: MassiveClient, running: asyncio.Task[None]) -> AsyncIterator[ParsedFrame]:
+    """The client's parsed batches until its session ends (its error raised then)."""
+    batches = aiter(client.batches())
+    while True:
+        following = asyncio.ensure_future(anext(batches))
+        await asyncio.wait({following, running}, return_when=asyncio.FIRST_COMPLETED)
+        if following.done():
+            yield following.result()
+            continue
+        following.cancel()
+        running.result()
+        return
+
+
+def list_tickers(rest: MassiveRest, types: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(ticker, name, primary exchange) of every active stock of ``types``."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for kind in types:
+        params = {
+            "market": "stocks",
+            "active": "true",
+            "type": kind,
+            "limit": str(TICKERS_PAGE),
+            "order": "asc",
+            "sort": "ticker",
+        }
+        for page in rest.pages("/v3/reference/tickers", params):
+            for item in page.get("results") or []:
+                ticker = item.get("ticker") if isinstance(item, dict) else None
+                if isinstance(ticker, str) and ticker and ticker not in seen:
+                    seen[ticker] = (
+                        ticker,
+                        str(item.get("name") or ""),
+                        str(item.get("primary_exchange") or ""),
+                    )
+    return list(seen.values())
+
+
+def grouped_daily(rest: MassiveRest, day: dt.date, universe: Universe) -> pa.Table:
+    """One session's daily bars of the universe, replay schema (volume rounded to shares)."""
+    body = rest.get(
+        f"/v2/aggs/grouped/locale/us/market/stocks/{day.isoformat()}", {"adjusted": "true"}
+    )
+    results = body.get("results") or []
+    symbols: list[str] = []
+    values: list[tuple[float, float, float, float, float]] = []
+    for item in results:
+        if not isinstance(item, dict):
+            continue
+        ticker = item.get("T")
+        if not isinstance(ticker, str) or universe.index_of(ticker) < 0:
+            continue
+        try:
+            row = tuple(float(item[key]) for key in ("o", "h", "l", "c", "v"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not all(np.isfinite(row)) or row[4] < 0:
+            continue
+        symbols.append(ticker)
+        values.append(row)  # type: ignore[arg-type]
+    grid = np.array(values, dtype=np.float64).reshape(-1, 5)
+    return pa.table(
+        {
+            "symbol": pa.array(symbols, pa.string()),
+            "date": pa.array([day] * len(symbols), pa.date32()),
+            "open": pa.array(grid[:, 0]),
+            "high": pa.array(grid[:, 1]),
+            "low": pa.array(grid[:, 2]),
+            "close": pa.array(grid[:, 3]),
+            "volume": pa.array(np.round(grid[:, 4]).astype(np.int64)),
+        }
+    )

@@ -1,0 +1,195 @@
+"""Massive's REST API, as the feed's warm-up needs it: one connection pool, timeouts, retries.
+
+The key goes in the ``Authorization: Bearer`` header of every request, so it survives
+``next_url`` pagination (whose URLs do not carry it) and never appears in a URL that could be
+logged. What each answer means, in the order it is decided:
+
+- 200 with ``status`` OK or DELAYED: the body (``results`` may be missing: no rows);
+- 401 / 403: the key is unknown, or the plan does not cover the data: MassiveFatalError (exit 2),
+  never retried;
+- 429 and 5xx (an HTML 504 page included) and transport errors: retried up to ``attempts``
+  times, waiting ``Retry-After`` when given, else 0.5 s doubling up to ``backoff_cap_s``;
+- any other status: MassiveRestError with the server's message.
+
+Synchronous on purpose: the warm-up runs in a worker thread, one request after another, and a
+stop request ends it between two requests (``on_request``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+
+from tapescan.feeds.massive.client import MassiveFatalError
+
+DEFAULT_REST_URL = "https://api.massive.com"
+TIMEOUT_S = 30.0  # one request: connect, read a page (a 1,000-row page is ~300 KB)
+ATTEMPTS = 6  # per request, the first included
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+PAGES_MAX = 1_000  # a paginated listing longer than this is a server bug, not data
+OK_STATUSES = frozenset({"OK", "DELAYED"})
+
+_decode = msgspec.json.Decoder(dict[str, Any])
+# httpx logs every request at INFO: thousands of lines in a warm-up. Failures are ours to say.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class MassiveRestError(Exception):
+    """A request failed for good (after its retries); the message names the endpoint."""
+
+
+@dataclass(slots=True)
+class RestCounters:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    seconds: float = 0.0  # spent in requests, waits for retries included
+    last_error: str | None = None
+    by_path: dict[str, int] = field(default_factory=dict)  # requests per endpoint family
+
+
+class MassiveRest:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_REST_URL,
+        *,
+        attempts: int = ATTEMPTS,
+        backoff_cap_s: float = BACKOFF_CAP_S,
+        timeout_s: float = TIMEOUT_S,
+        sleep: Callable[[float], None] = time.sleep,
+        on_request: Callable[[], None] | None = None,
+        counters: RestCounters | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise MassiveFatalError(f"not an HTTP URL for the Massive REST API: {base_url}")
+        self.base_url = base_url.rstrip("/")
+        self.counters = counters if counters is not None else RestCounters()
+        self._attempts = attempts
+        self._backoff_cap_s = backoff_cap_s
+        self._sleep = sleep
+        self._on_request = on_request
+        self._http = httpx.Client(
+            headers={"Authorization": f"Bearer {api_key}", "Accept-Encoding": "gzip"},
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MassiveRest:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """One JSON answer of ``path`` (relative to the base URL, or a full ``next_url``)."""
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        family = _family(path)
+        started = time.monotonic()
+        try:
+            return self._get(url, params, family)
+        finally:
+            self.counters.seconds += time.monotonic() - started
+
+    def pages(self, path: str, params: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every page of a listing, following ``next_url`` (the key stays in the header)."""
+        body = self.get(path, params)
+        yield body
+        for _ in range(PAGES_MAX):
+            next_url = body.get("next_url")
+            if not isinstance(next_url, str) or not next_url:
+                return
+            body = self.get(next_url)
+            yield body
+        raise MassiveRestError(f"{_family(path)}: more than {PAGES_MAX} pages")
+
+    def _get(self, url: str, params: dict[str, str] | None, family: str) -> dict[str, Any]:
+        wait = BACKOFF_BASE_S
+        for attempt in range(1, self._attempts + 1):
+            if self._on_request is not None:
+                self._on_request()  # where a stop request ends the warm-up
+            self.counters.requests += 1
+            self.counters.by_path[family] = self.counters.by_path.get(family, 0) + 1
+            retry_after: float | None = None
+            try:
+                response = self._http.get(url, params=params)
+            except httpx.TransportError as error:
+                problem = f"{family}: {type(error).__name__}: {error}"
+            else:
+                code = response.status_code
+                if code == 200:
+                    return self._body(response, family)
+                message = _message(response)
+                if code in (401, 403):
+                    raise MassiveFatalError(
+                        f"Massive refused the key for {family} ({code}: {message}); check "
+                        "MASSIVE_API_KEY and that the plan covers this data"
+                    )
+                if code != 429 and code < 500:
+                    raise MassiveRestError(f"{family}: HTTP {code}: {message}")
+                if code == 429:
+                    self.counters.rate_limited += 1
+                retry_after = _retry_after(response)
+                problem = f"{family}: HTTP {code}: {message}"
+            self.counters.last_error = problem
+            if attempt == self._attempts:
+                raise MassiveRestError(f"{problem} (gave up after {attempt} attempts)")
+            self.counters.retries += 1
+            pause = min(self._backoff_cap_s, retry_after if retry_after is not None else wait)
+            self._sleep(pause)
+            wait = min(self._backoff_cap_s, wait * 2)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    @staticmethod
+    def _body(response: httpx.Response, family: str) -> dict[str, Any]:
+        try:
+            body = _decode.decode(response.content)
+        except msgspec.DecodeError as error:
+            raise MassiveRestError(f"{family}: the answer is not a JSON object ({error})") from None
+        status = body.get("status")
+        if status is not None and status not in OK_STATUSES:
+            raise MassiveRestError(f"{family}: status {status}: {body.get('error') or ''}")
+        return body
+
+
+def _family(path: str) -> str:
+    """The endpoint without its query and variable parts, for counters and messages."""
+    if path.startswith(("http://", "https://")):
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    path = path.partition("?")[0]
+    parts = path.strip("/").split("/")
+    if parts[:2] == ["v2", "aggs"] and len(parts) > 2:
+        return "/v2/aggs/" + parts[2]
+    if parts[:3] == ["v3", "reference", "tickers"]:
+        return "/v3/reference/tickers" + ("/{ticker}" if len(parts) > 3 else "")
+    return "/" + "/".join(parts[:4])
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = _decode.decode(response.content)
+    except msgspec.DecodeError:
+        return response.text[:80].strip().replace("\n", " ") or response.reason_phrase
+    text = body.get("error") or body.get("message") or body.get("status") or ""
+    return str(text)[:200]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,136 @@
+"""`tapescan run --feed massive` against `tapescan fake-massive`, both real processes on 127.0.0.1.
+
+The fake serves 300 simulated symbols from 10:00 ET; the run takes its universe and 40 sessions
+of daily bars from the fake's REST API and its live bars from the fake's socket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tapescan.feeds.massive.client import MassiveFatalError
+from tapescan.feeds.massive.feed import grouped_daily, list_tickers
+from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError
+from tapescan.model import Universe
+from tests.api.server import Server
+from tests.feeds.massive.fake_process import KEY, FakeProcess
+
+pytestmark = pytest.mark.slow
+
+
+def run_massive(workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`tapescan run --feed massive` to its end, in an environment of ``env`` only."""
+    return subprocess.run(
+        [sys.executable, "-m", "tapescan", "run", "--feed", "massive", "--port", "0"],
+        cwd=workdir,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProcess]:
+    process = FakeProcess(tmp_path_factory.mktemp("fake"))
+    yield process
+    process.stop()
+
+
+def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
+    fake: FakeProcess, tmp_path: Path
+) -> None:
+    server = Server(tmp_path, "--feed", "massive", "--start", fake.now(), env=fake.env())
+    try:
+        health = server.health(lambda h: h["scans"]["warmed_up"] and h["scans"]["cycles"] >= 2)
+        assert health["feed"]["name"] == "massive"
+        assert health["feed"]["state"] == "live"
+        server.health(lambda h: h["feed"]["aggregates"] > 0)
+        with MassiveRest(KEY, fake.rest_url) as rest:
+            tickers = [row[0] for row in list_tickers(rest, ["CS"])]
+            universe = Universe(tickers)
+            yesterday = grouped_daily(rest, dt.date(2026, 11, 23), universe)
+        assert len(tickers) == 300
+        closes = dict(
+            zip(
+                yesterday.column("symbol").to_pylist(),
+                yesterday.column("close").to_pylist(),
+                strict=True,
+            )
+        )
+        checked = 0
+        for symbol in sorted(closes)[:20]:
+            values = httpx.get(f"{server.url}/api/v1/symbols/{symbol}").json()["values"]
+            assert values["prev_close"] == pytest.approx(closes[symbol])
+            checked += 1
+        assert checked == 20
+    finally:
+        server.stop()
+
+
+def test_a_key_the_rest_api_refuses_exits_2_within_5_s_with_one_line(
+    fake: FakeProcess, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    done = run_massive(tmp_path, fake.env(key="wrong-key"))
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert elapsed < 5
+    assert "MASSIVE_API_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "wrong-key" not in done.stderr
+
+
+def test_no_key_says_where_to_set_it(tmp_path: Path) -> None:
+    done = run_massive(tmp_path, {})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "MASSIVE_API_KEY" in lines[0]
+
+
+def test_a_socket_that_refuses_the_key_ends_the_run_with_exit_2(tmp_path: Path) -> None:
+    refusing = FakeProcess(tmp_path, "--refuse-key", symbols=50)
+    try:
+        started = time.monotonic()
+        done = run_massive(tmp_path, refusing.env())
+        assert done.returncode == 2, done.stderr
+        assert time.monotonic() - started < 15  # imports, warm-up from REST, the handshake
+        assert "MASSIVE_API_KEY" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        refusing.stop()
+
+
+def test_rest_client_pages_through_429s_and_html_504s(tmp_path: Path) -> None:
+    flaky = FakeProcess(tmp_path, "--rate-limit-every", "3", "--html-504-every", "5", symbols=250)
+    pauses: list[float] = []
+    try:
+        with MassiveRest(KEY, flaky.rest_url, sleep=pauses.append) as rest:
+            pages = list(rest.pages("/v3/reference/tickers", {"limit": "40", "type": "CS"}))
+            counters = rest.counters
+        tickers = [item["ticker"] for page in pages for item in page.get("results", [])]
+        assert len(tickers) == len(set(tickers)) == 250
+        assert len(pages) == 7
+        assert counters.rate_limited >= 2
+        assert counters.retries == len(pauses) >= 3
+        assert 0.2 in pauses  # the 429's Retry-After
+        assert counters.requests == len(pages) + counters.retries
+    finally:
+        flaky.stop()
+
+
+def test_rest_client_refused_key_is_fatal_and_unknown_paths_are_errors(fake: FakeProcess) -> None:
+    with MassiveRest("not-the-key", fake.rest_url) as rest, pytest.raises(MassiveFatalError):
+        rest.get("/v3/reference/tickers")
+    with MassiveRest(KEY, fake.rest_url) as rest, pytest.raises(MassiveRestError, match="404"):
+        rest.get("/v2/nothing/here")
