@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import signal
 import time
 from typing import Annotated, NoReturn
@@ -30,7 +29,7 @@ def fake_massive(
     ] = None,
     key: Annotated[
         str | None,
-        typer.Option(help="The one key accepted [default: MASSIVE_API_KEY, else a fixed one]."),
+        typer.Option(help="The one key accepted [default: tapescan-fake-key]."),
     ] = None,
     symbols: Annotated[int, typer.Option(help="Simulated symbols.")] = 11_882,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
@@ -67,7 +66,8 @@ def fake_massive(
 
     if symbols < 1 or symbols > 50_000:
         _fail(f"--symbols must be 1-50000, not {symbols}")
-    chosen_key = key or os.environ.get("MASSIVE_API_KEY", "").strip() or DEFAULT_KEY
+    # never the environment's MASSIVE_API_KEY: it may be a real key, and the fake prints its own
+    chosen_key = key or DEFAULT_KEY
     calendar = market_calendar()
     if start is None:
         start_ns = time.time_ns()

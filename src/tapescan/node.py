@@ -99,6 +99,8 @@ def massive_config(settings: Settings) -> MassiveConfig:
     """Where and how to reach Massive; the key comes from the environment only."""
     from tapescan.feeds.massive.feed import MassiveConfig  # noqa: PLC0415
 
+    if settings.speed != 1.0:
+        raise ConfigError("feed 'massive' is live data: it runs at 1x (leave --speed out)")
     key = next((os.environ[v].strip() for v in KEY_VARIABLES if os.environ.get(v, "").strip()), "")
     if not key:
         raise ConfigError(
@@ -474,15 +476,16 @@ class Node:
         self.stats.warmup_step = "catching up to the start"
         clock = CatchUpClock(self.clock, self._caught_up)
         events = self.feed.events(clock, self.start_ns, resume_ns=resume_ns)
-        async for event in events:
-            if self.paced_by_feed:
-                await self._cycles_before(event.ts_event_ns)
-            self._apply(event)
-            if not self.stats.warmed_up:
-                done = (event.ts_event_ns - times.pre_open_ns) // NS_PER_MINUTE
-                self.stats.warmup_done, self.stats.warmup_total = min(done, behind), behind
-                await asyncio.sleep(0)  # a catch-up applies hours at once: let signals in
-                await self._store_keeps_up()
+        async with contextlib.aclosing(events):  # a failed apply closes the feed's socket too
+            async for event in events:
+                if self.paced_by_feed:
+                    await self._cycles_before(event.ts_event_ns)
+                self._apply(event)
+                if not self.stats.warmed_up:
+                    done = (event.ts_event_ns - times.pre_open_ns) // NS_PER_MINUTE
+                    self.stats.warmup_done, self.stats.warmup_total = min(done, behind), behind
+                    await asyncio.sleep(0)  # a catch-up applies hours at once: let signals in
+                    await self._store_keeps_up()
         self._caught_up()
         if self.paced_by_feed:
             await self._cycles_before(self.state.now_ns + 1)

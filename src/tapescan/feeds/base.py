@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -50,7 +50,7 @@ class Feed(Protocol):
 
     def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
-    ) -> AsyncIterator[FeedEvent]:
+    ) -> AsyncGenerator[FeedEvent, None]:
         """Events from ``start_ns`` (the whole trading day before it at once) up to ``end_ns``.
 
         With ``resume_ns`` (a restart that recovered today's bars from the store), aggregates

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -16,8 +18,26 @@ START = "2026-11-24T15:00:00+00:00"  # 10:00 ET on a regular session
 class FakeProcess:
     def __init__(self, workdir: Path, *args: str, symbols: int = 300) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("MASSIVE_API_KEY", None)
-        self.process = subprocess.Popen(
+        self.log = workdir / f"fake-massive-{id(self)}.log"  # a file: a full pipe cannot block it
+        with self.log.open("w") as log:
+            self.process = self._start(workdir, env, log, symbols, args)
+        self.settings: dict[str, str] = {}
+        deadline = time.monotonic() + 120
+        while "TAPESCAN_MASSIVE_REST_URL" not in self.settings:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"fake-massive did not start: {self.log.read_text()}")
+            time.sleep(0.05)  # another process draws its history; nothing here to await
+            for line in self.log.read_text().splitlines():
+                name, _, value = line.strip().partition("=")
+                if name.startswith(("MASSIVE_", "TAPESCAN_")):
+                    self.settings[name] = value
+
+    @staticmethod
+    def _start(
+        workdir: Path, env: dict[str, str], log: IO[str], symbols: int, args: tuple[str, ...]
+    ) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -38,20 +58,9 @@ class FakeProcess:
             cwd=workdir,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
             text=True,
         )
-        self.settings: dict[str, str] = {}
-        assert self.process.stderr is not None
-        for line in self.process.stderr:  # the lines it prints once it serves
-            name, _, value = line.strip().partition("=")
-            if name.startswith(("MASSIVE_", "TAPESCAN_")):
-                self.settings[name] = value
-            if name == "TAPESCAN_MASSIVE_REST_URL":
-                break
-        if "TAPESCAN_MASSIVE_REST_URL" not in self.settings:
-            self.stop()
-            raise AssertionError("fake-massive did not start")
 
     @property
     def rest_url(self) -> str:
@@ -79,5 +88,3 @@ class FakeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()

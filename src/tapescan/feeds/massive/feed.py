@@ -4,8 +4,9 @@
   and ETFs by default), sorted; listed once at start (~12 pages of 1,000).
 - **Reference**: name and primary exchange from that listing (float, shares outstanding and
   market cap need one request per ticker; not fetched yet, so those columns are empty).
-- **Warm-up**: grouped daily bars of the 40 sessions before today, one request each; a second
-  start on the same day takes them from the store instead (the node decides that).
+- **Warm-up**: grouped daily bars of the 40 sessions before today, one request each (they are
+  stored; the store is not read back for this feed until it also provides the RVOL baseline's
+  slot profiles, so a second start requests them again).
 - **Events**: the stocks WebSocket (``MassiveClient``: handshake, reconnects with backoff),
   parsed in batches; feed status events when the session's state changes.
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator, Sequence
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,7 @@ from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, Warmup, WarmupSession
 from tapescan.feeds.massive.client import MassiveClient
 from tapescan.feeds.massive.link import Link, LinkState, topics
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
-from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, RestCounters
+from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, RestCounters, public_url
 from tapescan.market.calendar import MarketCalendar
 from tapescan.market.clock import Clock
 from tapescan.model import FeedEvent, FeedState, FeedStatus, Universe, stamped
@@ -122,20 +124,20 @@ class MassiveFeed:
         rest = self.rest_counters
         details: dict[str, Any] = {
             "rest": {
-                "url": self.config.rest_url,
+                "url": public_url(self.config.rest_url),
                 "requests": rest.requests,
                 "retries": rest.retries,
                 "rate_limited": rest.rate_limited,
                 "seconds": round(rest.seconds, 3),
                 "last_error": rest.last_error,
             },
-            "socket": {"url": self.config.ws_url, "state": "not started"},
+            "socket": {"url": public_url(self.config.ws_url), "state": "not started"},
         }
         if client is not None:
             link = client.link.counters
             parse = client.parser.counters
             details["socket"] = {
-                "url": self.config.ws_url,
+                "url": public_url(self.config.ws_url),
                 "state": client.state.value,
                 "connects": link.connects,
                 "reconnects": link.reconnects,
@@ -154,7 +156,7 @@ class MassiveFeed:
 
     async def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
-    ) -> AsyncIterator[FeedEvent]:
+    ) -> AsyncGenerator[FeedEvent, None]:
         """Live aggregates from the WebSocket, until ``end_ns`` (or for ever).
 
         The socket has no past: the catch-up ends as soon as the session is live. Bars that end
@@ -171,29 +173,31 @@ class MassiveFeed:
         running = asyncio.create_task(client.run(), name="massive-socket")
         try:
             yield FeedStatus(
-                FeedState.STARTING, f"connecting to {self.config.ws_url}", clock.now_ns()
+                FeedState.STARTING,
+                f"connecting to {public_url(self.config.ws_url)}",
+                clock.now_ns(),
             )
             await _until_live_or_failed(client, running)
             yield FeedStatus(FeedState.LIVE, "Massive stocks feed live", clock.now_ns())
             # a socket has no past: the catch-up is over (a wait for an instant to come says so)
             await clock.sleep_until(clock.now_ns() + CAUGHT_UP_WAIT_NS)
-            shown = LinkState.LIVE
-            async for parsed in _parsed(client, running):
-                if client.state is not shown:
-                    shown = client.state
-                    yield _status_of(shown, clock.now_ns())
-                for batch in parsed.batches:
-                    if end_ns is not None and batch.ts_event_ns > end_ns:
-                        return
-                    if resume_ns is not None and batch.ts_event_ns <= resume_ns:
+            async with contextlib.aclosing(_session_events(client, running)) as session:
+                async for item in session:
+                    if isinstance(item, LinkState):
+                        yield _status_of(item, clock.now_ns())
                         continue
-                    yield stamped(batch)
+                    for batch in item.batches:
+                        if end_ns is not None and batch.ts_event_ns > end_ns:
+                            return
+                        if resume_ns is not None and batch.ts_event_ns <= resume_ns:
+                            continue
+                        yield stamped(batch)
         finally:
             await client.stop()
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await running
-            self.client = None
+            # the client stays for health: its counters and last error outlive the session
 
 
 def _status_of(state: LinkState, now_ns: int) -> FeedStatus:
@@ -213,18 +217,41 @@ async def _until_live_or_failed(client: MassiveClient, running: asyncio.Task[Non
         raise MassiveRestError("the Massive socket ended before it was live")
 
 
-async def _parsed(client: MassiveClient, running: asyncio.Task[None]) -> AsyncIterator[ParsedFrame]:
-    """The client's parsed batches until its session ends (its error raised then)."""
+async def _session_events(
+    client: MassiveClient, running: asyncio.Task[None]
+) -> AsyncGenerator[ParsedFrame | LinkState, None]:
+    """Parsed batches as they come, and the session's state each time it changes (a drop, a
+    reconnect, live again), until the session ends (its error raised then)."""
     batches = aiter(client.batches())
-    while True:
-        following = asyncio.ensure_future(anext(batches))
-        await asyncio.wait({following, running}, return_when=asyncio.FIRST_COMPLETED)
-        if following.done():
-            yield following.result()
-            continue
-        following.cancel()
-        running.result()
-        return
+    shown = client.state
+    following: asyncio.Future[ParsedFrame] | None = None
+    try:
+        while True:
+            if following is None:
+                following = asyncio.ensure_future(anext(batches))
+            changed = asyncio.ensure_future(client.wait_until(_left(client, shown)))
+            pending: set[asyncio.Future[Any]] = {following, running, changed}
+            try:
+                await asyncio.wait(pending, return_when=FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if client.state is not shown:
+                shown = client.state
+                yield shown
+            if following.done():
+                parsed, following = following.result(), None
+                yield parsed
+            elif running.done():
+                running.result()
+                return
+    finally:
+        if following is not None:
+            following.cancel()
+
+
+def _left(client: MassiveClient, state: LinkState) -> Callable[[], bool]:
+    """A condition: the session is no longer in ``state``."""
+    return lambda: client.state is not state
 
 
 def list_tickers(rest: MassiveRest, types: Sequence[str]) -> list[tuple[str, str, str]]:

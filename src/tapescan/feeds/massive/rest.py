@@ -11,8 +11,11 @@ logged. What each answer means, in the order it is decided:
   times, waiting ``Retry-After`` when given, else 0.5 s doubling up to ``backoff_cap_s``;
 - any other status: MassiveRestError with the server's message.
 
-Synchronous on purpose: the warm-up runs in a worker thread, one request after another, and a
-stop request ends it between two requests (``on_request``).
+``next_url`` is followed only on the base URL's own scheme and host: the key is never sent
+elsewhere, nor over plain HTTP when the base is HTTPS.
+
+Synchronous on purpose: the warm-up runs in a worker thread, one request after another; a stop
+request ends it between two requests (``on_request``, or the warm-up's own step callback).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from tapescan.feeds.base import FeedError
 from tapescan.feeds.massive.client import MassiveFatalError
 
 DEFAULT_REST_URL = "https://api.massive.com"
@@ -41,7 +45,7 @@ _decode = msgspec.json.Decoder(dict[str, Any])
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-class MassiveRestError(Exception):
+class MassiveRestError(FeedError):
     """A request failed for good (after its retries); the message names the endpoint."""
 
 
@@ -110,6 +114,10 @@ class MassiveRest:
             next_url = body.get("next_url")
             if not isinstance(next_url, str) or not next_url:
                 return
+            if not _same_origin(next_url, self.base_url):
+                raise MassiveRestError(
+                    f"{_family(path)}: next_url leaves {self.base_url}; not followed with the key"
+                )
             body = self.get(next_url)
             yield body
         raise MassiveRestError(f"{_family(path)}: more than {PAGES_MAX} pages")
@@ -124,7 +132,7 @@ class MassiveRest:
             retry_after: float | None = None
             try:
                 response = self._http.get(url, params=params)
-            except httpx.TransportError as error:
+            except httpx.HTTPError as error:  # transport, protocol, undecodable body
                 problem = f"{family}: {type(error).__name__}: {error}"
             else:
                 code = response.status_code
@@ -161,6 +169,17 @@ class MassiveRest:
         if status is not None and status not in OK_STATUSES:
             raise MassiveRestError(f"{family}: status {status}: {body.get('error') or ''}")
         return body
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    given, base = httpx.URL(url), httpx.URL(base_url)
+    return (given.scheme, given.host, given.port) == (base.scheme, base.host, base.port)
+
+
+def public_url(url: str) -> str:
+    """``url`` without a query or user info, fit for health and logs."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(query=None, fragment=None, userinfo=b""))
 
 
 def _family(path: str) -> str:

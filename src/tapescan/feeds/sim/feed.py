@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -103,7 +103,7 @@ class SimFeed:
 
     async def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
-    ) -> AsyncIterator[FeedEvent]:
+    ) -> AsyncGenerator[FeedEvent, None]:
         calendar = self._market.calendar
         session = calendar.trading_day(start_ns)
         times = calendar.session(session)
