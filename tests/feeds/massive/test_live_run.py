@@ -15,16 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tapescan.feeds.massive.client import MassiveFatalError
-from tapescan.feeds.massive.feed import grouped_daily, list_tickers
+from tapescan.feeds.massive.feed import MassiveConfig, MassiveFeed, grouped_daily, list_tickers
 from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError
+from tapescan.feeds.sim.feed import SimFeed
+from tapescan.feeds.sim.generator import SimMarket
+from tapescan.market.calendar import market_calendar
 from tapescan.model import Universe
 from tests.api.server import Server
 from tests.feeds.massive.fake_process import KEY, FakeProcess
 
 pytestmark = pytest.mark.slow
+SESSION = dt.date(2026, 11, 24)  # the fake's session (tests/feeds/massive/fake_process.py)
 
 
 def run_massive(workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -74,10 +79,27 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
             assert values["prev_close"] == pytest.approx(closes[symbol])
         connection = health["feed"]["connection"]
         assert connection["socket"]["state"] == "live"
-        assert connection["rest"]["requests"] >= 41  # a listing page and 40 sessions of bars
+        assert connection["rest"]["by_endpoint"] == {
+            "/v3/reference/tickers": 2,  # a page of common stocks, one (empty) of ETFs
+            "/v2/aggs/grouped": 40,
+            "/v2/aggs/ticker": 10 * 300,  # the RVOL baseline
+        }
+        assert health["store"]["warmup_source"] == "feed"
         assert KEY not in json.dumps(health)
+        rvol = [
+            httpx.get(f"{server.url}/api/v1/symbols/{s}").json()["values"]["rvol"]
+            for s in tickers[:50]
+        ]
+        assert sum(v is not None for v in rvol) >= 10
     finally:
         server.stop()
+    again = Server(tmp_path, "--feed", "massive", "--start", fake.now(), env=fake.env())
+    try:
+        health = again.health(lambda h: h["scans"]["warmed_up"])
+        assert health["store"]["warmup_source"] == "store"
+        assert health["feed"]["connection"]["rest"]["by_endpoint"] == {"/v3/reference/tickers": 2}
+    finally:
+        again.stop()
 
 
 def test_a_key_the_rest_api_refuses_exits_2_within_5_s_with_one_line(
@@ -155,3 +177,31 @@ def test_a_dropped_socket_is_reconnected_and_the_feed_says_live_again(tmp_path: 
     finally:
         server.stop()
         dropping.stop()
+
+
+def test_the_warm_up_from_rest_equals_the_simulators_own(fake: FakeProcess) -> None:
+    """Daily bars and the RVOL baseline's slot profiles, session by session, as the simulated
+    feed would hand them to state for the same market."""
+    calendar = market_calendar()
+    config = MassiveConfig(api_key=KEY, ws_url="ws://127.0.0.1:9/stocks", rest_url=fake.rest_url)
+    feed = MassiveFeed.open(config, calendar)
+    steps: list[tuple[int, int]] = []
+    rest = list(feed.warmup(SESSION, lambda done, total: steps.append((done, total))).sessions)
+    market = SimMarket(7, 300, calendar)
+    sim = list(SimFeed(market).warmup(SESSION).sessions)
+    assert [s.date for s in rest] == [s.date for s in sim]
+    assert steps[-1] == (40 + 10 * 300, 40 + 10 * 300)
+    rows = feed.universe.indices_of(market.universe.symbols)  # the sim's order in the feed's
+    with_slots = 0
+    for ours, theirs in zip(rest, sim, strict=True):
+        assert ours.daily.sort_by("symbol").equals(
+            theirs.daily.select(ours.daily.column_names).sort_by("symbol")
+        )
+        if theirs.slot_volume is None:
+            assert ours.slot_volume is None
+            continue
+        assert ours.slot_volume is not None
+        np.testing.assert_array_equal(ours.slot_volume[rows], theirs.slot_volume)
+        with_slots += 1
+    assert with_slots == 10
+    assert feed.rest_counters.by_path["/v2/aggs/ticker"] == 10 * 300

@@ -4,6 +4,8 @@
   ``next_url`` on this server whose opaque ``cursor`` carries the rest; the key is not in it.
 - ``GET /v2/aggs/grouped/locale/us/market/stocks/{date}``: daily bars of every symbol (ticker key
   ``T``); a day without bars answers ``resultsCount: 0`` and no ``results``.
+- ``GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}``: a past session's minute bars of
+  one ticker (the fake draws a session whole on its first request and keeps that one);
 - ``GET /v1/marketstatus/now``: no envelope, as the real one; ``serverTime`` is the fake's clock.
 
 The key is accepted as ``Authorization: Bearer`` or ``?apiKey=``; a wrong one gets the real 401
@@ -23,10 +25,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tapescan.feeds.massive.fake_market import FakeMarket, cursor_of, offset_of
-from tapescan.market.calendar import ns_to_utc
+from tapescan.market.calendar import ns_to_et, ns_to_utc
 from tapescan.market.clock import Clock
 
 TICKERS_LIMIT_MAX = 1_000
+AGGREGATES_LIMIT_MAX = 50_000
+
+
+def _day(value: str) -> dt.date:
+    """A ``from``/``to`` path part: YYYY-MM-DD or Unix milliseconds (its ET date)."""
+    if value.isdigit():
+        return ns_to_et(int(value) * 1_000_000).date()
+    return dt.date.fromisoformat(value)
 
 
 @dataclass(slots=True)
@@ -116,6 +126,29 @@ def rest_app(
             _envelope(adjusted=True, queryCount=len(rows), resultsCount=len(rows), results=rows)
         )
 
+    def minute_aggregates(request: Request) -> Response:  # sync: Starlette runs it in a thread
+        if (answer := refused(request)) is not None:
+            return answer
+        params = request.path_params
+        if params["multiplier"] != "1" or params["timespan"] != "minute":
+            return JSONResponse(
+                _envelope("ERROR", error="the fake serves 1/minute bars only"), status_code=400
+            )
+        try:
+            first, last = _day(params["start"]), _day(params["end"])
+        except ValueError:
+            return JSONResponse(_envelope("ERROR", error="bad from or to"), status_code=400)
+        ticker = params["ticker"]
+        bars: list[dict[str, object]] = []
+        day = first
+        while day <= last and len(bars) < AGGREGATES_LIMIT_MAX:
+            bars.extend(market.minute_bars(ticker, day))
+            day += dt.timedelta(days=1)
+        body = _envelope(ticker=ticker, adjusted=True, queryCount=len(bars), resultsCount=len(bars))
+        if bars:
+            body["results"] = bars[:AGGREGATES_LIMIT_MAX]
+        return JSONResponse(body)
+
     async def market_status(request: Request) -> Response:
         if (answer := refused(request)) is not None:
             return answer
@@ -127,6 +160,10 @@ def rest_app(
         routes=[
             Route("/v3/reference/tickers", tickers),
             Route("/v2/aggs/grouped/locale/us/market/stocks/{date}", grouped),
+            Route(
+                "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}",
+                minute_aggregates,
+            ),
             Route("/v1/marketstatus/now", market_status),
         ]
     )

@@ -4,9 +4,10 @@
   and ETFs by default), sorted; listed once at start (~12 pages of 1,000).
 - **Reference**: name and primary exchange from that listing (float, shares outstanding and
   market cap need one request per ticker; not fetched yet, so those columns are empty).
-- **Warm-up**: grouped daily bars of the 40 sessions before today, one request each (they are
-  stored; the store is not read back for this feed until it also provides the RVOL baseline's
-  slot profiles, so a second start requests them again).
+- **Warm-up**: grouped daily bars of the 40 sessions before today, one request each, and for the
+  last 10 (the RVOL baseline) every ticker's minute aggregates, a request per ticker and
+  session, 8 at a time: 118,820 requests at 11,882 symbols. All of it is stored as it comes, so
+  a second start on the same day takes it from the store (the node decides that).
 - **Events**: the stocks WebSocket (``MassiveClient``: handshake, reconnects with backoff),
   parsed in batches; feed status events when the session's state changes.
 """
@@ -16,25 +17,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 from asyncio import FIRST_COMPLETED
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from tapescan.feeds.base import StepCallback
-from tapescan.feeds.history import DAILY_HISTORY_SESSIONS, Warmup, WarmupSession
+from tapescan.feeds.history import (
+    DAILY_HISTORY_SESSIONS,
+    MINUTE_HISTORY_SESSIONS,
+    SLOT_MINUTES,
+    SLOTS_PER_DAY,
+    Warmup,
+    WarmupSession,
+)
 from tapescan.feeds.massive.client import MassiveClient
 from tapescan.feeds.massive.link import Link, LinkState, topics
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
-from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, RestCounters, public_url
+from tapescan.feeds.massive.rest import (
+    REQUEST_THREADS,
+    MassiveRest,
+    MassiveRestError,
+    RestCounters,
+    public_url,
+)
 from tapescan.market.calendar import MarketCalendar
 from tapescan.market.clock import Clock
-from tapescan.model import FeedEvent, FeedState, FeedStatus, Universe, stamped
+from tapescan.model import NS_PER_MINUTE, FeedEvent, FeedState, FeedStatus, Universe, stamped
 
 TICKERS_PAGE = 1_000  # the endpoint's maximum
+PROGRESS_EVERY = 100  # tickers between progress reports (and stop checks)
+SLOT_NS = SLOT_MINUTES * NS_PER_MINUTE
+SLOT_VOLUME_MAX = 2**32 - 1
+NS_PER_MS = 1_000_000
 CAUGHT_UP_WAIT_NS = 1_000_000  # 1 ms
 
 
@@ -108,15 +131,27 @@ class MassiveFeed:
     def _daily_sessions(
         self, days: Sequence[dt.date], on_step: StepCallback | None
     ) -> Iterator[WarmupSession]:
-        total = len(days)
+        """Each session's grouped daily bars; the last 10 also their slot profiles, from each
+        ticker's minute aggregates (a request per ticker and session)."""
+        minute_days = set(days[-MINUTE_HISTORY_SESSIONS:])
+        symbols = len(self._universe)
+        total = len(days) + len(minute_days) * symbols
+        done = 0
         if on_step is not None:
             on_step(0, total)
         rest = MassiveRest(self.config.api_key, self.config.rest_url, counters=self.rest_counters)
-        with rest:
-            for done, day in enumerate(days, start=1):
-                yield WarmupSession(day, grouped_daily(rest, day, self._universe))
+        with rest, ThreadPoolExecutor(REQUEST_THREADS, "massive-rest") as pool:
+            for day in days:
+                daily = grouped_daily(rest, day, self._universe)
+                done += 1
                 if on_step is not None:  # where a stop request ends the warm-up
                     on_step(done, total)
+                slots = None
+                if day in minute_days:
+                    step = None if on_step is None else _offset(on_step, done, total)
+                    slots = slot_volume(rest, pool, day, self.calendar, self._universe, step)
+                    done += symbols
+                yield WarmupSession(day, daily, slots)
 
     def connection(self) -> dict[str, Any]:
         """The socket session and the REST requests, for health (never the key)."""
@@ -130,6 +165,7 @@ class MassiveFeed:
                 "rate_limited": rest.rate_limited,
                 "seconds": round(rest.seconds, 3),
                 "last_error": rest.last_error,
+                "by_endpoint": dict(rest.by_path),
             },
             "socket": {"url": public_url(self.config.ws_url), "state": "not started"},
         }
@@ -252,6 +288,64 @@ async def _session_events(
 def _left(client: MassiveClient, state: LinkState) -> Callable[[], bool]:
     """A condition: the session is no longer in ``state``."""
     return lambda: client.state is not state
+
+
+def _offset(on_step: StepCallback, before: int, total: int) -> StepCallback:
+    return lambda done, _: on_step(before + done, total)
+
+
+def slot_volume(
+    rest: MassiveRest,
+    pool: ThreadPoolExecutor,
+    day: dt.date,
+    calendar: MarketCalendar,
+    universe: Universe,
+    on_step: StepCallback | None = None,
+) -> npt.NDArray[np.uint32]:
+    """Volume per 5-minute slot of ``day`` for every ticker, (symbols, 192), from each ticker's
+    minute aggregates; requests run ``REQUEST_THREADS`` at a time, in universe order."""
+    times = calendar.session(day)
+    slots = np.zeros((len(universe), SLOTS_PER_DAY), dtype=np.uint32)
+    path = f"/range/1/minute/{day.isoformat()}/{day.isoformat()}"
+    params = {"adjusted": "true", "sort": "asc", "limit": "50000"}
+    symbols = universe.symbols
+    rows = iter(range(len(symbols)))
+    pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
+
+    def submit(row: int) -> None:
+        url = f"/v2/aggs/ticker/{quote(symbols[row], safe='')}{path}"
+        pending.append((row, pool.submit(rest.get, url, params)))
+
+    for row in itertools.islice(rows, REQUEST_THREADS * 4):  # queued ahead; a stop waits for these
+        submit(row)
+    done = 0
+    try:
+        while pending:
+            row, future = pending.popleft()
+            _add_slots(slots[row], future.result(), times.pre_open_ns)
+            following = next(rows, None)
+            if following is not None:
+                submit(following)
+            done += 1
+            if on_step is not None and (done % PROGRESS_EVERY == 0 or done == len(symbols)):
+                on_step(done, len(symbols))  # where a stop request ends the warm-up
+    finally:
+        for _, future in pending:
+            future.cancel()
+    return slots
+
+
+def _add_slots(slots: npt.NDArray[np.uint32], body: dict[str, Any], pre_open_ns: int) -> None:
+    """One ticker's minute bars into its (192,) slots; bars outside 04:00-20:00 ET are left."""
+    for bar in body.get("results") or []:
+        try:
+            start_ns = int(bar["t"]) * NS_PER_MS
+            volume = float(bar["v"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        slot = (start_ns - pre_open_ns) // SLOT_NS
+        if 0 <= slot < SLOTS_PER_DAY and np.isfinite(volume) and volume > 0:
+            slots[slot] = min(int(slots[slot]) + round(volume), SLOT_VOLUME_MAX)
 
 
 def list_tickers(rest: MassiveRest, types: Sequence[str]) -> list[tuple[str, str, str]]:

@@ -21,6 +21,7 @@ request ends it between two requests (``on_request``, or the warm-up's own step 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ TIMEOUT_S = 30.0  # one request: connect, read a page (a 1,000-row page is ~300 
 ATTEMPTS = 6  # per request, the first included
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
+REQUEST_THREADS = 8  # requests in flight at once (the per-ticker minute aggregates)
 PAGES_MAX = 1_000  # a paginated listing longer than this is a server bug, not data
 OK_STATUSES = frozenset({"OK", "DELAYED"})
 
@@ -54,7 +56,7 @@ class RestCounters:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0  # 429 answers
-    seconds: float = 0.0  # spent in requests, waits for retries included
+    seconds: float = 0.0  # spent in requests, waits for retries included (summed over threads)
     last_error: str | None = None
     by_path: dict[str, int] = field(default_factory=dict)  # requests per endpoint family
 
@@ -80,10 +82,13 @@ class MassiveRest:
         self._backoff_cap_s = backoff_cap_s
         self._sleep = sleep
         self._on_request = on_request
+        self._lock = threading.Lock()  # the client is shared by the warm-up's request threads
         self._http = httpx.Client(
             headers={"Authorization": f"Bearer {api_key}", "Accept-Encoding": "gzip"},
             timeout=timeout_s,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            limits=httpx.Limits(
+                max_connections=REQUEST_THREADS, max_keepalive_connections=REQUEST_THREADS
+            ),
             follow_redirects=False,
         )
 
@@ -104,7 +109,8 @@ class MassiveRest:
         try:
             return self._get(url, params, family)
         finally:
-            self.counters.seconds += time.monotonic() - started
+            with self._lock:
+                self.counters.seconds += time.monotonic() - started
 
     def pages(self, path: str, params: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """Every page of a listing, following ``next_url`` (the key stays in the header)."""
@@ -127,8 +133,9 @@ class MassiveRest:
         for attempt in range(1, self._attempts + 1):
             if self._on_request is not None:
                 self._on_request()  # where a stop request ends the warm-up
-            self.counters.requests += 1
-            self.counters.by_path[family] = self.counters.by_path.get(family, 0) + 1
+            with self._lock:
+                self.counters.requests += 1
+                self.counters.by_path[family] = self.counters.by_path.get(family, 0) + 1
             retry_after: float | None = None
             try:
                 response = self._http.get(url, params=params)
@@ -147,13 +154,16 @@ class MassiveRest:
                 if code != 429 and code < 500:
                     raise MassiveRestError(f"{family}: HTTP {code}: {message}")
                 if code == 429:
-                    self.counters.rate_limited += 1
+                    with self._lock:
+                        self.counters.rate_limited += 1
                 retry_after = _retry_after(response)
                 problem = f"{family}: HTTP {code}: {message}"
-            self.counters.last_error = problem
+            with self._lock:
+                self.counters.last_error = problem
             if attempt == self._attempts:
                 raise MassiveRestError(f"{problem} (gave up after {attempt} attempts)")
-            self.counters.retries += 1
+            with self._lock:
+                self.counters.retries += 1
             pause = min(self._backoff_cap_s, retry_after if retry_after is not None else wait)
             self._sleep(pause)
             wait = min(self._backoff_cap_s, wait * 2)
