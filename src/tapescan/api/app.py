@@ -559,6 +559,34 @@ _HTTP_CODES = {
 }
 
 
+def _connection_values(connection: dict[str, Any] | None) -> dict[str, tuple[str, float]]:
+    """A live feed's socket and REST counters as metrics (none for the sim and replay feeds)."""
+    if connection is None:
+        return {}
+    socket, rest = connection["socket"], connection["rest"]
+    return {
+        "tapescan_feed_socket_live": (
+            "1 while the feed's socket session is live",
+            float(socket.get("state") == "live"),
+        ),
+        "tapescan_feed_socket_reconnects": (
+            "Reconnects of the feed's socket since start-up",
+            float(socket.get("reconnects", 0)),
+        ),
+        "tapescan_feed_socket_queued_frames": (
+            "Frames read from the socket and waiting for the parser",
+            float(socket.get("queued_frames", 0)),
+        ),
+        "tapescan_feed_malformed_messages": (
+            "Socket messages skipped as malformed",
+            float(socket.get("malformed_messages", 0)),
+        ),
+        "tapescan_feed_rest_requests": ("REST requests since start-up", float(rest["requests"])),
+        "tapescan_feed_rest_retries": ("REST requests retried", float(rest["retries"])),
+        "tapescan_feed_rest_rate_limited": ("REST answers 429", float(rest["rate_limited"])),
+    }
+
+
 class _NodeCollector:
     def __init__(self, node: NodeView) -> None:
         self._node = node
@@ -622,6 +650,7 @@ class _NodeCollector:
                 node.scanner.state.counters.rejected,
             ),
         }
+        values.update(_connection_values(node.feed.connection()))
         for name, (help_text, value) in values.items():
             yield GaugeMetricFamily(name, help_text, value=float(value))
         pauses = node.gc_pauses

@@ -91,6 +91,9 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
             for s in tickers[:50]
         ]
         assert sum(v is not None for v in rvol) >= 10
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "tapescan_feed_socket_live 1.0" in metrics
+        assert "tapescan_feed_rest_requests 3042.0" in metrics
     finally:
         server.stop()
     again = Server(tmp_path, "--feed", "massive", "--start", fake.now(), env=fake.env())

@@ -124,7 +124,8 @@ class MassiveFeed:
         return self._reference
 
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
-        """Grouped daily bars of the 40 sessions before ``session``, read as they are used."""
+        """Grouped daily bars of the 40 sessions before ``session`` and the slot profiles of the
+        last 10, requested as they are read."""
         days = self.calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
         return Warmup(session, self._daily_sessions(days, on_step))
 
