@@ -37,6 +37,10 @@ def fake_massive(
         str | None,
         typer.Option(help="Market instant to serve from, ISO 8601 with offset [default: now]."),
     ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(help="Market seconds per second of the fake's clock (tests use > 1)."),
+    ] = 1.0,
     second_aggregates: Annotated[
         bool, typer.Option(help="Send per-second (A) as well as per-minute (AM) aggregates.")
     ] = True,
@@ -66,6 +70,8 @@ def fake_massive(
 
     if symbols < 1 or symbols > 50_000:
         _fail(f"--symbols must be 1-50000, not {symbols}")
+    if not 0 < speed <= 1_000:
+        _fail(f"--speed must be above 0 and at most 1000, not {speed:g}")
     # never the environment's MASSIVE_API_KEY: it may be a real key, and the fake prints its own
     chosen_key = key or DEFAULT_KEY
     calendar = market_calendar()
@@ -89,7 +95,7 @@ def fake_massive(
     market = FakeMarket(SimMarket(seed, symbols, calendar), session, second_aggregates)
     _err.print(f"fake-massive: drawing the history before {session} ...", highlight=False)
     market.draw_history()
-    clock = make_clock(start_ns, 1.0)
+    clock = make_clock(start_ns, speed)
 
     def ready(ports: FakePorts) -> None:
         at = ns_to_et(clock.now_ns())

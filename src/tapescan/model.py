@@ -134,6 +134,7 @@ class FeedStatus:
     message: str
     ts_event_ns: int
     ts_init_ns: int = 0
+    progress: tuple[int, int] | None = None  # (done, total) of a step of the catch-up
 
 
 FeedEvent = AggregateBatch | HaltEvent | FeedStatus

@@ -474,6 +474,8 @@ class Node:
         times = self.calendar.session(self.session)
         behind = max(1, (self.start_ns - times.pre_open_ns) // NS_PER_MINUTE)
         self.stats.warmup_step = "catching up to the start"
+        self.stats.warmup_done, self.stats.warmup_total = 0, behind
+        reported = False  # the feed reports the catch-up's progress itself
         clock = CatchUpClock(self.clock, self._caught_up)
         events = self.feed.events(clock, self.start_ns, resume_ns=resume_ns)
         async with contextlib.aclosing(events):  # a failed apply closes the feed's socket too
@@ -482,8 +484,14 @@ class Node:
                     await self._cycles_before(event.ts_event_ns)
                 self._apply(event)
                 if not self.stats.warmed_up:
-                    done = (event.ts_event_ns - times.pre_open_ns) // NS_PER_MINUTE
-                    self.stats.warmup_done, self.stats.warmup_total = min(done, behind), behind
+                    if isinstance(event, FeedStatus) and event.progress is not None:
+                        # a step the feed reports itself (today's bars from a live feed's REST)
+                        reported = True
+                        self.stats.warmup_step = event.message
+                        self.stats.warmup_done, self.stats.warmup_total = event.progress
+                    elif isinstance(event, AggregateBatch) and not reported:
+                        done = (event.ts_event_ns - times.pre_open_ns) // NS_PER_MINUTE
+                        self.stats.warmup_done = min(done, behind)
                     await asyncio.sleep(0)  # a catch-up applies hours at once: let signals in
                     await self._store_keeps_up()
         self._caught_up()

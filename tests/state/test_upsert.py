@@ -275,3 +275,28 @@ def test_a_batch_of_many_minutes_ends_as_its_minutes_one_batch_each() -> None:
             expected.apply(to_batch(bars[minute * symbols : (minute + 1) * symbols]))
         expected.advance_to(UNTIL)
         assert_same(whole, expected)
+
+
+def test_a_backfilled_bar_older_than_the_window_fills_the_snapshots_up_to_the_next_bar() -> None:
+    """A reconnect's backfill brings a minute from before the correction window after the
+    socket's newer bars: the 1/5/15-minute snapshots end as a replay in time order takes them."""
+    old = Bar(1, FIRST_MINUTE, 5.5, 6.0, 5.4, 5.6, 200, 5.7)
+    newer = Bar(1, FIRST_MINUTE + 25 * NS_PER_MINUTE, 5.0, 5.1, 4.9, 5.0, 300, 5.0)
+    # another symbol trades every minute since: the window holds none of the old minute's
+    others = [
+        Bar(0, FIRST_MINUTE + m * NS_PER_MINUTE, 9.0, 9.0, 9.0, 9.0, 10, 9.0) for m in range(10, 26)
+    ]
+    until = FIRST_MINUTE + 30 * NS_PER_MINUTE
+    state = MarketState(UNIVERSE, CAL, DAY)
+    for bar in others:
+        state.apply(to_batch([bar] if bar.start_ns != newer.start_ns else [bar, newer]))
+    state.advance_to(until)
+    state.apply(to_batch([old]))
+    expected = MarketState(UNIVERSE, CAL, DAY)
+    expected.apply(to_batch([old]))
+    for bar in others:
+        expected.apply(to_batch([bar] if bar.start_ns != newer.start_ns else [bar, newer]))
+    expected.advance_to(until)
+    np.testing.assert_array_equal(state.minute_price, expected.minute_price)
+    assert state.price_minutes_ago(4)[1] == 5.0  # 26 minutes in: the newer bar
+    assert state.price_minutes_ago(8)[1] == 5.6  # 22 minutes in: the old bar, not unknown

@@ -32,5 +32,6 @@ class FeedMonitor:
             self.state, self.message = event.state, event.message
 
     def _saw(self, ts_event_ns: int, now_ns: int) -> None:
+        # the lag of the newest data: a backfill's old bars do not make the feed late
         self.last_event_ns = max(self.last_event_ns, ts_event_ns)
-        self.last_lag_ns = max(0, now_ns - ts_event_ns)
+        self.last_lag_ns = max(0, now_ns - self.last_event_ns)

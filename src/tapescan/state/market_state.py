@@ -43,6 +43,7 @@ MINUTE_RING = 16  # price snapshots for changes over 1, 5 and 15 minutes
 SECOND_RING = 60  # per-second volume buckets for the rolling one-minute volume
 AVERAGE_VOLUME_SESSIONS = 20
 NS_PER_SLOT = SLOT_MINUTES * NS_PER_MINUTE
+NEXT_DATA_CELLS = 1 << 20  # (minute, symbol) cells looked at together: ~9 MB of int64 at most
 SPLIT_ROWS_PER_START = 256  # a batch of several starts is applied a start at a time above this
 
 
@@ -243,18 +244,16 @@ class MarketState:
         start: IntArray,
         end: IntArray,
         close: FloatArray,
-        inside: BoolArray,
     ) -> None:
         """Snapshots already taken at a boundary at or after a bar's end take that bar in.
 
         A snapshot holds the close of each symbol's latest bar that ended by its boundary,
         whenever the bar arrives: a catch-up batch spanning many minutes, today's bars read back
         from the store, a bar that arrives after a scan cycle has already moved the clock past
-        its end, a bar that arrives after a later one, or a correction all end in the snapshots
-        a replay of the final bars in time order takes. For a bar of a minute inside the
-        correction window that is every boundary from its end up to the start of the symbol's
-        next minute with data; older bars (catch-up) count only when no later bar of their
-        symbol has been applied. Call after the bars are in ``self.recent`` and before
+        its end, a bar that arrives after a later one (a backfill from REST), or a correction
+        all end in the snapshots a replay of the final bars in time order takes. A bar fills
+        every boundary from its end up to the start of its symbol's next minute with data.
+        Call after the bars are in ``self.recent`` (and marked as data) and before
         ``last_event_ns`` takes them.
         """
         last = self._last_snapshot_minute
@@ -262,20 +261,18 @@ class MarketState:
         late = first <= last
         if not late.any():
             return
-        until = np.full(len(rows), last, dtype=np.int64)
-        recent = self.recent
-        within = late & inside
-        if within.any():
-            minute = (start[within] - self.times.pre_open_ns) // NS_PER_MINUTE
-            following = recent.next_minute_with_data(rows[within], minute)
-            until[within] = np.where(
-                following == np.iinfo(np.int64).max,
-                last,
-                following + self.times.pre_open_ns // NS_PER_MINUTE,
-            )
-        late &= inside | (end >= self.last_event_ns[rows])
+        pre_minute = self.times.pre_open_ns // NS_PER_MINUTE
+        minute = (start - self.times.pre_open_ns) // NS_PER_MINUTE
+        today = (minute >= 0) & (minute < DAY_MINUTES)
+        # Bars after 20:00 ET have no record of minutes with data: the newest one counts.
+        late &= today | (end >= self.last_event_ns[rows])
         if not late.any():
             return
+        until = np.full(len(rows), last, dtype=np.int64)
+        within = late & today
+        if within.any():
+            following = self._next_minute_with_data(rows[within], minute[within], last - pre_minute)
+            until[within] = np.minimum(following + pre_minute, last)
         rows, first, until, close = rows[late], first[late], until[late], close[late]
         for boundary in range(max(int(first.min()), last - MINUTE_RING + 1), last + 1):
             slot = boundary % MINUTE_RING
@@ -283,6 +280,30 @@ class MarketState:
                 continue
             here = (first <= boundary) & (boundary <= until)
             self.minute_price[slot, rows[here]] = close[here]  # in start order: the latest wins
+
+    def _next_minute_with_data(
+        self, rows: npt.NDArray[np.int32], minutes: IntArray, through: int
+    ) -> IntArray:
+        """For each (row, day minute), the next day minute after it, up to ``through``, in
+        which the row has a bar (a large number when none)."""
+        never = np.iinfo(np.int64).max // 2
+        lo, hi = int(minutes.min()) + 1, min(through, DAY_MINUTES - 1)
+        if lo > hi:
+            return np.full(len(rows), never, dtype=np.int64)
+        distinct, inverse = np.unique(rows, return_inverse=True)
+        span = np.arange(lo, hi + 1, dtype=np.int64)
+        ask = minutes + 1 - lo
+        asked = ask <= hi - lo
+        found = np.full(len(rows), never, dtype=np.int64)
+        step = max(1, NEXT_DATA_CELLS // len(span))  # rows at a time: a bounded matrix
+        for begin in range(0, len(distinct), step):
+            part = distinct[begin : begin + step].astype(np.int32)
+            has = self.recent.data_matrix(part, lo, hi)  # (minutes, rows of this part)
+            at = np.where(has, span[:, None], never)
+            following = np.minimum.accumulate(at[::-1], axis=0)[::-1]  # next minute with data
+            mine = asked & (inverse >= begin) & (inverse < begin + len(part))
+            found[mine] = following[ask[mine], inverse[mine] - begin]
+        return found
 
     def price_minutes_ago(self, minutes: int) -> FloatArray:
         """Last price as of the minute boundary at or before now - ``minutes`` (NaN if unknown)."""
@@ -569,7 +590,7 @@ class MarketState:
         self.recent.settle(
             (vwap * volume)[~inside], high[~inside], low[~inside], minute[~inside], rows[~inside]
         )
-        self._fill_snapshots(rows, start, end, close, inside)
+        self._fill_snapshots(rows, start, end, close)
         scatter(np.maximum, self.last_event_ns, rows, end, distinct)
         scatter(np.add, self.volume, rows, volume, distinct)
         scatter(np.add, self.dollar_volume, rows, vwap * volume, distinct)
@@ -652,7 +673,7 @@ class MarketState:
         np.maximum.at(self.last_event_ns, rows, end)
 
         # Snapshots at the boundaries where this minute's close is the latest one.
-        self._fill_snapshots(rows, start, end, close, np.ones(len(rows), dtype=np.bool_))
+        self._fill_snapshots(rows, start, end, close)
 
         # The rolling minute's volume, where it came from this minute bar (per-second bars,
         # when there are any, are what it counts).

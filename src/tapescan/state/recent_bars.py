@@ -280,10 +280,15 @@ class RecentBars:
                 ),
             }
 
-    def next_minute_with_data(self, rows: Rows, minutes: IntArray) -> IntArray:
-        """For each (row, minute), the next minute after it in the window where the row has a
-        bar (a large number when none)."""
-        later = (self.minute_of_slot[:, None] > minutes[None, :]) & (self.source[:, rows] != NONE)
-        candidates = np.where(later, self.minute_of_slot[:, None], np.iinfo(np.int64).max)
-        found: IntArray = candidates.min(axis=0)
-        return found
+    def data_matrix(self, rows: Rows, first: int, last: int) -> BoolArray:
+        """``has[m - first, i]``: whether ``rows[i]`` had a bar in day minute m, for m in
+        [first, last] (the window's minutes from their sources, older ones from the day's
+        record)."""
+        minutes = np.arange(first, last + 1, dtype=np.int64)
+        mask = np.left_shift(1, rows & 7).astype(np.uint8)
+        has: BoolArray = (self._data[first : last + 1][:, rows >> 3] & mask) != 0
+        slots = minutes % self.window
+        held = self.minute_of_slot[slots] == minutes
+        if held.any():
+            has[held] = self.source[slots[held]][:, rows] != NONE
+        return has

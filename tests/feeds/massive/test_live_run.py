@@ -45,6 +45,18 @@ def run_massive(workdir: Path, env: dict[str, str]) -> subprocess.CompletedProce
     )
 
 
+def recorded_bars(url: str, symbol: str, timeout_s: float = 30.0) -> list[dict[str, object]]:
+    """Today's minute bars of ``symbol`` in the store, once the recorder has written some."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        bars: list[dict[str, object]] = httpx.get(f"{url}/api/v1/symbols/{symbol}/bars").json()[
+            "bars"
+        ]
+        if bars or time.monotonic() > deadline:
+            return bars
+        time.sleep(0.2)  # the recorder writes every second or so; nothing here to await
+
+
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProcess]:
     process = FakeProcess(tmp_path_factory.mktemp("fake"))
@@ -82,8 +94,14 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert connection["rest"]["by_endpoint"] == {
             "/v3/reference/tickers": 2,  # a page of common stocks, one (empty) of ETFs
             "/v2/aggs/grouped": 40,
-            "/v2/aggs/ticker": 10 * 300,  # the RVOL baseline
+            "/v2/aggs/ticker": 10 * 300 + 300,  # the RVOL baseline, today's bars since 04:00
         }
+        backfill = connection["backfill"]
+        assert backfill["gaps"] == 1
+        assert backfill["requests"] == 300
+        assert backfill["bars"] > 0
+        assert backfill["last"]["reason"] == "start"
+        assert backfill["last"]["error"] is None
         assert health["store"]["warmup_source"] == "feed"
         assert KEY not in json.dumps(health)
         rvol = [
@@ -93,14 +111,26 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert sum(v is not None for v in rvol) >= 10
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "tapescan_feed_socket_live 1.0" in metrics
-        assert "tapescan_feed_rest_requests 3042.0" in metrics
+        assert "tapescan_feed_rest_requests 3342.0" in metrics
+        # today's volume from 04:00 is in: the bars REST brought were recorded to the store
+        first = recorded_bars(server.url, tickers[0])[0]
+        assert str(first["t"]) < "2026-11-24T15:00"  # before the start: from REST
     finally:
         server.stop()
     again = Server(tmp_path, "--feed", "massive", "--start", fake.now(), env=fake.env())
     try:
         health = again.health(lambda h: h["scans"]["warmed_up"])
         assert health["store"]["warmup_source"] == "store"
-        assert health["feed"]["connection"]["rest"]["by_endpoint"] == {"/v3/reference/tickers": 2}
+        # history from the store; today's bars from the store up to the stop, and from REST
+        # only the minutes after the stored ones (none when the restart is in the same minute)
+        connection = health["feed"]["connection"]
+        by_endpoint, backfill = connection["rest"]["by_endpoint"], connection["backfill"]
+        assert set(by_endpoint) <= {"/v3/reference/tickers", "/v2/aggs/ticker"}
+        assert by_endpoint["/v3/reference/tickers"] == 2
+        assert by_endpoint.get("/v2/aggs/ticker", 0) == 300 * backfill["gaps"]
+        if backfill["gaps"]:
+            assert not backfill["last"]["minutes"].startswith("04:00")
+        assert health["store"]["recovered_bars"] > 0
     finally:
         again.stop()
 

@@ -4,7 +4,9 @@
 fake REST API (``fake_rest``). The warm-up history (the 40 sessions before the served one) is
 drawn once at start, before anything is served, exactly as the simulated feed draws it for
 ``tapescan run``; the socket then carries that feed's live aggregates at the clock's pace, as
-``A`` and ``AM`` messages in frames of up to ``FRAME_MESSAGES``.
+``A`` and ``AM`` messages in frames of up to ``FRAME_MESSAGES``. Every minute bar of the served
+session that the feed draws (the catch-up before ``--start`` included) is kept for REST's minute
+aggregates (``TodayMinutes``, ~64 B a bar: ~320 MB for a whole day at 11,882 symbols).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import base64
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +33,8 @@ from tapescan.model import NS_PER_SECOND, AggregateBatch, AggregateKind
 
 FRAME_MESSAGES = 2_000  # messages per socket frame (~250 KB)
 NS_PER_MS = 1_000_000
+MINUTE_MS = 60_000
+TODAY_WAIT_S = 30.0  # a REST request for minutes the feed has not drawn yet waits this long
 
 
 class Aggregate(msgspec.Struct, omit_defaults=True):
@@ -119,6 +123,65 @@ def session_minutes(market: SimMarket, day: dt.date) -> SessionMinutes:
     )
 
 
+class TodayMinutes:
+    """The served session's minute bars as the feed draws them, a batch per minute (rows in
+    symbol order), for REST; a reader waits until the minutes it asks for are drawn."""
+
+    def __init__(self) -> None:
+        self._day: dt.date | None = None
+        self._batches: list[AggregateBatch] = []
+        self._drawn_until_ns = 0  # the end of the latest minute kept
+        self._changed = threading.Condition()
+
+    def add(self, day: dt.date, batch: AggregateBatch) -> None:
+        with self._changed:
+            if day != self._day:  # a new session: the last one goes
+                self._day, self._batches, self._drawn_until_ns = day, [], 0
+            if len(batch):
+                self._batches.append(batch)
+            self._drawn_until_ns = max(self._drawn_until_ns, batch.ts_event_ns)
+            self._changed.notify_all()
+
+    def drawn_until(self, day: dt.date, ts_ns: int, timeout_s: float) -> bool:
+        """Wait until the minutes of ``day`` ending by ``ts_ns`` are drawn (False: timed out)."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._day == day and self._drawn_until_ns >= ts_ns, timeout_s
+            )
+
+    def bars(self, row: int, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+        """``row``'s bars starting in [from_ms, to_ms], in time order."""
+        with self._changed:
+            batches = list(self._batches)
+        out: list[dict[str, Any]] = []
+        for batch in _starting_within(batches, from_ms * NS_PER_MS, to_ms * NS_PER_MS):
+            rows = batch.symbol_index
+            at = int(np.searchsorted(rows, row))
+            if at < len(rows) and rows[at] == row:
+                out.append(
+                    {
+                        "o": float(batch.open[at]),
+                        "h": float(batch.high[at]),
+                        "l": float(batch.low[at]),
+                        "c": float(batch.close[at]),
+                        "v": int(batch.volume[at]),
+                        "vw": round(float(batch.vwap[at]), 4),
+                        "n": int(batch.trades[at]),
+                        "t": int(batch.start_ns[at]) // NS_PER_MS,
+                    }
+                )
+        return out
+
+
+def _starting_within(
+    batches: list[AggregateBatch], from_ns: int, to_ns: int
+) -> Iterator[AggregateBatch]:
+    for batch in batches:
+        start = int(batch.start_ns[0])
+        if from_ns <= start <= to_ns:
+            yield batch
+
+
 _MINUTE_FIELDS = ("start_ms", "open", "high", "low", "close", "vwap", "volume", "trades")
 
 
@@ -130,6 +193,7 @@ class FakeMarket:
         self._minute_market = SimMarket(market.seed, len(market.universe), market.calendar)
         self._minutes: SessionMinutes | None = None  # the one session kept (client asks in order)
         self._minutes_lock = threading.Lock()
+        self.today = TodayMinutes()
         self.session = session
         self.feed = SimFeed(market, second_aggregates=second_aggregates)
         self.second_aggregates = second_aggregates
@@ -188,17 +252,31 @@ class FakeMarket:
         """Daily bars of every symbol on ``day``; None for a day not drawn (no results)."""
         return self._daily.get(day)
 
-    def minute_bars(self, ticker: str, day: dt.date) -> list[dict[str, Any]]:
-        """``ticker``'s minute bars of ``day`` (a past session; none for others)."""
+    def minute_bars(
+        self, ticker: str, day: dt.date, from_ms: int, to_ms: int, now_ns: int
+    ) -> list[dict[str, Any]]:
+        """``ticker``'s minute bars of ``day`` starting in [from_ms, to_ms]: a past session's,
+        or the served session's minutes closed by ``now_ns`` (none for other days)."""
         row = self.market.universe.index_of(ticker)
-        if row < 0 or day >= self.session or day not in self._daily:
+        if row < 0:
+            return []
+        if day == self.session or day == self.market.calendar.trading_day(now_ns):
+            closed_ms = now_ns // NS_PER_MS - MINUTE_MS  # a minute is served once it has ended
+            to_ms = min(to_ms, closed_ms)
+            if to_ms < from_ms:
+                return []
+            # the feed draws minutes as they end: wait for the last one asked for
+            last_end_ms = to_ms - to_ms % MINUTE_MS + MINUTE_MS
+            self.today.drawn_until(day, last_end_ms * NS_PER_MS, TODAY_WAIT_S)
+            return self.today.bars(row, from_ms, to_ms)
+        if day > self.session or day not in self._daily:
             return []
         with self._minutes_lock:  # REST handlers run in threads
             if self._minutes is None or self._minutes.day != day:
                 self._minutes = None  # the old one goes first: one session in memory
                 self._minutes = session_minutes(self._minute_market, day)
             minutes = self._minutes
-        return minutes.bars(row)
+        return [b for b in minutes.bars(row) if from_ms <= b["t"] <= to_ms]
 
     def status_at(self, ts_ns: int) -> str:
         """``open``, ``extended-hours`` or ``closed``, from the calendar."""
@@ -214,6 +292,9 @@ class FakeMarket:
     async def serve_socket(self, server: FakeMassive, clock: Clock, start_ns: int) -> None:
         """The simulated feed's live aggregates from ``start_ns``, to every subscriber."""
         async for event in self.feed.events(clock, start_ns):
+            if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
+                day = self.market.calendar.trading_day(event.ts_event_ns - 1)
+                self.today.add(day, event)
             if not isinstance(event, AggregateBatch) or event.ts_event_ns <= start_ns:
                 continue  # a socket has no past; halts have no channel on Massive
             for frame in self.frames(event):

@@ -4,8 +4,9 @@
   ``next_url`` on this server whose opaque ``cursor`` carries the rest; the key is not in it.
 - ``GET /v2/aggs/grouped/locale/us/market/stocks/{date}``: daily bars of every symbol (ticker key
   ``T``); a day without bars answers ``resultsCount: 0`` and no ``results``.
-- ``GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}``: a past session's minute bars of
-  one ticker (the fake draws a session whole on its first request and keeps that one);
+- ``GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}``: one ticker's minute bars starting
+  in [from, to] (dates or Unix ms): a past session's (the fake draws a session whole on its first
+  request and keeps that one), or the served session's minutes that have ended;
 - ``GET /v1/marketstatus/now``: no envelope, as the real one; ``serverTime`` is the fake's clock.
 
 The key is accepted as ``Authorization: Bearer`` or ``?apiKey=``; a wrong one gets the real 401
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,15 +30,20 @@ from tapescan.feeds.massive.fake_market import FakeMarket, cursor_of, offset_of
 from tapescan.market.calendar import ns_to_et, ns_to_utc
 from tapescan.market.clock import Clock
 
+_ET = ZoneInfo("America/New_York")
 TICKERS_LIMIT_MAX = 1_000
 AGGREGATES_LIMIT_MAX = 50_000
 
 
-def _day(value: str) -> dt.date:
-    """A ``from``/``to`` path part: YYYY-MM-DD or Unix milliseconds (its ET date)."""
+def _bound(value: str, end: bool) -> tuple[dt.date, int]:
+    """A ``from``/``to`` path part, YYYY-MM-DD (the whole ET day) or Unix milliseconds: its ET
+    date and its instant in ms (a day's first or last millisecond)."""
     if value.isdigit():
-        return ns_to_et(int(value) * 1_000_000).date()
-    return dt.date.fromisoformat(value)
+        ms = int(value)
+        return ns_to_et(ms * 1_000_000).date(), ms
+    day = dt.date.fromisoformat(value)
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1 if end else 0), dt.time(), _ET)
+    return day, int(midnight.timestamp() * 1000) - (1 if end else 0)
 
 
 @dataclass(slots=True)
@@ -135,14 +142,18 @@ def rest_app(
                 _envelope("ERROR", error="the fake serves 1/minute bars only"), status_code=400
             )
         try:
-            first, last = _day(params["start"]), _day(params["end"])
+            (first, from_ms), (last, to_ms) = (
+                _bound(params["start"], end=False),
+                _bound(params["end"], end=True),
+            )
         except ValueError:
             return JSONResponse(_envelope("ERROR", error="bad from or to"), status_code=400)
         ticker = params["ticker"]
         bars: list[dict[str, object]] = []
         day = first
+        now_ns = clock.now_ns()
         while day <= last and len(bars) < AGGREGATES_LIMIT_MAX:
-            bars.extend(market.minute_bars(ticker, day))
+            bars.extend(market.minute_bars(ticker, day, from_ms, to_ms, now_ns))
             day += dt.timedelta(days=1)
         body = _envelope(ticker=ticker, adjusted=True, queryCount=len(bars), resultsCount=len(bars))
         if bars:

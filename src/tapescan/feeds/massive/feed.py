@@ -9,7 +9,8 @@
   session, 8 at a time: 118,820 requests at 11,882 symbols. All of it is stored as it comes, so
   a second start on the same day takes it from the store (the node decides that).
 - **Events**: the stocks WebSocket (``MassiveClient``: handshake, reconnects with backoff),
-  parsed in batches; feed status events when the session's state changes.
+  parsed in batches; feed status events when the session's state changes; the minutes the
+  socket did not deliver (today's before a start, a drop's gap) from REST (``backfill``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ from tapescan.feeds.history import (
     Warmup,
     WarmupSession,
 )
+from tapescan.feeds.massive.backfill import (
+    BackfillCounters,
+    Backfiller,
+    BackfillItem,
+    Gap,
+    GapDone,
+    Progress,
+    reconnect_gap,
+    start_gap,
+)
 from tapescan.feeds.massive.client import MassiveClient
 from tapescan.feeds.massive.link import Link, LinkState, topics
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
@@ -51,7 +62,15 @@ from tapescan.feeds.massive.rest import (
 )
 from tapescan.market.calendar import MarketCalendar
 from tapescan.market.clock import Clock
-from tapescan.model import NS_PER_MINUTE, FeedEvent, FeedState, FeedStatus, Universe, stamped
+from tapescan.model import (
+    NS_PER_MINUTE,
+    AggregateBatch,
+    FeedEvent,
+    FeedState,
+    FeedStatus,
+    Universe,
+    stamped,
+)
 
 TICKERS_PAGE = 1_000  # the endpoint's maximum
 PROGRESS_EVERY = 100  # tickers between progress reports (and stop checks)
@@ -87,6 +106,7 @@ class MassiveFeed:
         self._reference = reference
         self.client: MassiveClient | None = None  # while events() runs: for health
         self.rest_counters = RestCounters()  # every REST request of this process
+        self.backfill = BackfillCounters()  # minute bars taken from REST for the socket's gaps
 
     @classmethod
     def open(cls, config: MassiveConfig, calendar: MarketCalendar) -> MassiveFeed:
@@ -169,6 +189,7 @@ class MassiveFeed:
                 "by_endpoint": dict(rest.by_path),
             },
             "socket": {"url": public_url(self.config.ws_url), "state": "not started"},
+            "backfill": self.backfill.as_dict(),
         }
         if client is not None:
             link = client.link.counters
@@ -194,10 +215,13 @@ class MassiveFeed:
     async def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
     ) -> AsyncGenerator[FeedEvent, None]:
-        """Live aggregates from the WebSocket, until ``end_ns`` (or for ever).
+        """Live aggregates from the WebSocket, until ``end_ns`` (or for ever), and from REST the
+        minutes it did not deliver (feeds/massive/backfill.py).
 
-        The socket has no past: the catch-up ends as soon as the session is live. Bars that end
-        by ``resume_ns`` (recovered from the store) are dropped.
+        Started during a session, today's minute bars before the socket went live come from
+        REST first (from the end of ``resume_ns``, the bars a restart recovered from the store);
+        the catch-up ends when they are in. After each drop the gap is filled the same way
+        while the socket goes on. Socket bars that end by ``resume_ns`` are dropped.
         """
         link = Link(self.config.api_key, topics(self.config.channels))
         client = MassiveClient(
@@ -207,6 +231,8 @@ class MassiveFeed:
             in_session=lambda: self.calendar.session_in_progress(clock.now_ns()) is not None,
         )
         self.client = client
+        backfill = Backfiller(self._rest, self._universe, clock.now_ns, self.backfill)
+        minute_bars_live = "AM" in self.config.channels
         running = asyncio.create_task(client.run(), name="massive-socket")
         try:
             yield FeedStatus(
@@ -215,26 +241,79 @@ class MassiveFeed:
                 clock.now_ns(),
             )
             await _until_live_or_failed(client, running)
-            yield FeedStatus(FeedState.LIVE, "Massive stocks feed live", clock.now_ns())
-            # a socket has no past: the catch-up is over (a wait for an instant to come says so)
-            await clock.sleep_until(clock.now_ns() + CAUGHT_UP_WAIT_NS)
-            async with contextlib.aclosing(_session_events(client, running)) as session:
+            live_ns = clock.now_ns()
+            yield FeedStatus(FeedState.LIVE, "Massive stocks feed live", live_ns)
+            today = start_gap(self.calendar, live_ns, resume_ns, minute_bars_live)
+            if today is None:
+                # a socket has no past: the catch-up is over (a wait for an instant to come
+                # says so)
+                await clock.sleep_until(clock.now_ns() + CAUGHT_UP_WAIT_NS)
+            else:
+                backfill.request(today)
+            left_ns: int | None = None  # when the socket stopped being live
+            async with contextlib.aclosing(_session_events(client, running, backfill)) as session:
                 async for item in session:
+                    now = clock.now_ns()
                     if isinstance(item, LinkState):
-                        yield _status_of(item, clock.now_ns())
-                        continue
-                    for batch in item.batches:
-                        if end_ns is not None and batch.ts_event_ns > end_ns:
-                            return
-                        if resume_ns is not None and batch.ts_event_ns <= resume_ns:
-                            continue
-                        yield stamped(batch)
+                        if item is not LinkState.LIVE and left_ns is None:
+                            left_ns = now
+                        elif item is LinkState.LIVE and left_ns is not None:
+                            gap = reconnect_gap(self.calendar, left_ns, now, minute_bars_live)
+                            if gap is not None:
+                                backfill.request(gap)
+                            left_ns = None
+                        yield _status_of(item, now)
+                    elif isinstance(item, Progress):
+                        yield FeedStatus(
+                            _feed_state(client),
+                            f"{_gap_name(item.gap)} from REST: {item.done:,} of {item.total:,}"
+                            " tickers",
+                            now,
+                            progress=(item.done, item.total),
+                        )
+                    elif isinstance(item, GapDone):
+                        yield FeedStatus(_feed_state(client), _done_message(item), now)
+                        if item.gap.reason == "start":
+                            await clock.sleep_until(clock.now_ns() + CAUGHT_UP_WAIT_NS)
+                    elif isinstance(item, AggregateBatch):
+                        yield item  # a gap's minute bars: before any end, after any resume
+                    else:
+                        for batch in item.batches:
+                            if end_ns is not None and batch.ts_event_ns > end_ns:
+                                return
+                            if resume_ns is not None and batch.ts_event_ns <= resume_ns:
+                                continue
+                            yield stamped(batch)
         finally:
+            await backfill.close()
             await client.stop()
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await running
             # the client stays for health: its counters and last error outlive the session
+
+    def _rest(self) -> MassiveRest:
+        return MassiveRest(self.config.api_key, self.config.rest_url, counters=self.rest_counters)
+
+
+def _feed_state(client: MassiveClient) -> FeedState:
+    return FeedState.LIVE if client.state is LinkState.LIVE else FeedState.STARTING
+
+
+def _gap_name(gap: Gap) -> str:
+    if gap.reason == "start":
+        return f"today's minute bars {gap.describe()}"
+    return f"the reconnect's gap {gap.describe()}"
+
+
+def _done_message(done: GapDone) -> str:
+    name = _gap_name(done.gap)
+    if done.error is not None:
+        return f"{name} not filled from REST: {done.error}"
+    return (
+        f"{name} filled from REST: {done.bars:,} minute bars, {done.requests:,} requests,"
+        f" {done.seconds:.1f} s"
+    )
 
 
 def _status_of(state: LinkState, now_ns: int) -> FeedStatus:
@@ -255,19 +334,23 @@ async def _until_live_or_failed(client: MassiveClient, running: asyncio.Task[Non
 
 
 async def _session_events(
-    client: MassiveClient, running: asyncio.Task[None]
-) -> AsyncGenerator[ParsedFrame | LinkState, None]:
-    """Parsed batches as they come, and the session's state each time it changes (a drop, a
-    reconnect, live again), until the session ends (its error raised then)."""
+    client: MassiveClient, running: asyncio.Task[None], backfill: Backfiller
+) -> AsyncGenerator[ParsedFrame | LinkState | BackfillItem, None]:
+    """Parsed batches as they come, the session's state each time it changes (a drop, a
+    reconnect, live again) and what the backfill brings, until the session ends (its error
+    raised then)."""
     batches = aiter(client.batches())
     shown = client.state
     following: asyncio.Future[ParsedFrame] | None = None
+    filled: asyncio.Future[BackfillItem] | None = None
     try:
         while True:
             if following is None:
                 following = asyncio.ensure_future(anext(batches))
+            if filled is None:
+                filled = asyncio.ensure_future(backfill.next())
             changed = asyncio.ensure_future(client.wait_until(_left(client, shown)))
-            pending: set[asyncio.Future[Any]] = {following, running, changed}
+            pending: set[asyncio.Future[Any]] = {following, filled, running, changed}
             try:
                 await asyncio.wait(pending, return_when=FIRST_COMPLETED)
             finally:
@@ -275,6 +358,9 @@ async def _session_events(
             if client.state is not shown:
                 shown = client.state
                 yield shown
+            if filled.done():
+                item, filled = filled.result(), None
+                yield item
             if following.done():
                 parsed, following = following.result(), None
                 yield parsed
@@ -282,8 +368,9 @@ async def _session_events(
                 running.result()
                 return
     finally:
-        if following is not None:
-            following.cancel()
+        for future in (following, filled):
+            if future is not None:
+                future.cancel()
 
 
 def _left(client: MassiveClient, state: LinkState) -> Callable[[], bool]:
