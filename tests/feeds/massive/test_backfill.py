@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tapescan.feeds.massive.backfill import Gap, queue
 from tapescan.feeds.massive.feed import MassiveConfig, MassiveFeed
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
@@ -106,3 +108,15 @@ def test_a_start_and_a_drop_are_filled_from_rest_with_every_minute_once(tmp_path
         ours = np.take(getattr(state, name), rows, axis=axis)
         np.testing.assert_array_equal(ours, getattr(expected, name), err_msg=name)
     np.testing.assert_allclose(state.dollar_volume[rows], expected.dollar_volume, rtol=1e-9)
+
+
+def test_gaps_that_come_while_others_wait_join_them() -> None:
+    """A socket that drops in a loop while a backfill runs queues one gap, not one per drop."""
+    minute = 60 * 10**9
+    gaps: deque[Gap] = deque()
+    queue(gaps, Gap(0, 2 * minute, "start"))
+    for k in range(100):
+        queue(gaps, Gap((10 + k) * minute, (12 + k) * minute, "reconnect"))
+    assert list(gaps) == [Gap(0, 2 * minute, "start"), Gap(10 * minute, 111 * minute, "reconnect")]
+    queue(gaps, Gap(3 * 86_400 * 10**9, 3 * 86_400 * 10**9 + minute, "reconnect"))  # days later
+    assert len(gaps) == 3

@@ -48,6 +48,7 @@ BATCH_TICKERS = 50  # tickers per minute batch handed on
 QUEUED_BATCHES = 2  # batches waiting for the consumer before the requests pause
 PROGRESS_EVERY = 100  # tickers between progress reports
 NS_PER_MS = 1_000_000
+SESSION_NS = 16 * 60 * NS_PER_MINUTE  # 04:00-20:00 ET: gaps this close are of one session
 RESULTS_LIMIT = "50000"  # the endpoint's maximum; a session has at most 960 minutes
 
 
@@ -118,6 +119,21 @@ def _gap(first: int, live_ns: int, session_end_ns: int, reason: str, am: bool) -
     if end <= first:
         return None
     return Gap(first, end, reason, not_before)
+
+
+def queue(gaps: deque[Gap], gap: Gap) -> None:
+    """Add ``gap`` to the gaps waiting; one that reaches the last waiting gap (a socket that
+    drops again before the backfill has begun on it) joins it, so that drops in a loop wait as
+    one gap, not one each: the queue holds at most one gap per session."""
+    if gaps and gap.from_ns <= gaps[-1].to_ns + SESSION_NS and gap.reason == gaps[-1].reason:
+        last = gaps.pop()
+        gap = Gap(
+            min(last.from_ns, gap.from_ns),
+            max(last.to_ns, gap.to_ns),
+            gap.reason,
+            max(last.not_before_ns, gap.not_before_ns),
+        )
+    gaps.append(gap)
 
 
 def gap_bars(
@@ -269,7 +285,7 @@ class Backfiller:
     _task: asyncio.Task[None] | None = None
 
     def request(self, gap: Gap) -> None:
-        self._gaps.append(gap)
+        queue(self._gaps, gap)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._fill(), name="massive-backfill")
 
