@@ -51,6 +51,29 @@ def fake_massive(
         int | None,
         typer.Option(help="Fault: drop the first connection without a close after N frames."),
     ] = None,
+    stall_after: Annotated[
+        int | None,
+        typer.Option(help="Fault: the first connection gets no more data after N frames."),
+    ] = None,
+    close_after: Annotated[
+        int | None,
+        typer.Option(
+            help="Fault: the first connection is told --close-with and closed after N frames."
+        ),
+    ] = None,
+    close_with: Annotated[
+        str, typer.Option(help="The status sent before --close-after's close.")
+    ] = "force_disconnect",
+    malformed_every: Annotated[
+        int, typer.Option(help="Fault: a malformed frame after every Nth data frame (0: never).")
+    ] = 0,
+    corrections: Annotated[
+        bool,
+        typer.Option(
+            help="Fault: minute bars first sent short of late trades, corrected (twice) a "
+            "minute later; every tenth second's bars sent twice."
+        ),
+    ] = False,
     rate_limit_every: Annotated[
         int, typer.Option(help="Fault: every Nth REST request answers 429 (0: never).")
     ] = 0,
@@ -70,6 +93,17 @@ def fake_massive(
 
     if symbols < 1 or symbols > 50_000:
         _fail(f"--symbols must be 1-50000, not {symbols}")
+    if close_with not in ("force_disconnect", "slow_consumer"):
+        _fail(f"--close-with must be force_disconnect or slow_consumer, not {close_with!r}")
+    for name, value in (
+        ("--drop-after", drop_after),
+        ("--stall-after", stall_after),
+        ("--close-after", close_after),
+    ):
+        if value is not None and value < 0:
+            _fail(f"{name} must be 0 or more, not {value}")
+    if malformed_every < 0:
+        _fail(f"--malformed-every must be 0 or more, not {malformed_every}")
     if not 0 < speed <= 1_000:
         _fail(f"--speed must be above 0 and at most 1000, not {speed:g}")
     # never the environment's MASSIVE_API_KEY: it may be a real key, and the fake prints its own
@@ -92,7 +126,7 @@ def fake_massive(
     session = calendar.trading_day(start_ns)
     if start_ns >= calendar.session(session).post_close_ns:
         session = calendar.next_session(session)
-    market = FakeMarket(SimMarket(seed, symbols, calendar), session, second_aggregates)
+    market = FakeMarket(SimMarket(seed, symbols, calendar), session, second_aggregates, corrections)
     _err.print(f"fake-massive: drawing the history before {session} ...", highlight=False)
     market.draw_history()
     clock = make_clock(start_ns, speed)
@@ -112,7 +146,14 @@ def fake_massive(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        faults = Faults(refuse_key=refuse_key, drop_after_frames=drop_after)
+        faults = Faults(
+            refuse_key=refuse_key,
+            drop_after_frames=drop_after,
+            stall_after_frames=stall_after,
+            kick_after_frames=close_after,
+            kick_status=close_with,
+            malformed_every=malformed_every,
+        )
         await serve_fake(
             market,
             chosen_key,

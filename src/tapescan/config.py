@@ -145,6 +145,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["CS", "ETF"],
         description="Ticker types of the universe (/v3/reference/tickers?type=).",
     )
+    massive_stale_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="A socket silent this long during a session is closed and reconnected "
+        "(its gap backfilled from REST).",
+    )
 
     shutdown_timeout_s: float = Field(default=1.5, gt=0, le=30)
     scan_interval_s: float = Field(default=1.0, ge=0.1, le=60, description="Scan cycle period.")

@@ -116,7 +116,26 @@ def massive_config(settings: Settings) -> MassiveConfig:
         rest_url=settings.massive_rest_url,
         channels=tuple(settings.massive_channels),
         ticker_types=tuple(settings.massive_ticker_types),
+        stale_after_s=settings.massive_stale_s,
     )
+
+
+def link_summary(connection: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the page's status bar says about a live feed's connection (None for the others):
+    the socket's state, its reconnects and last error, the backfill running (~300 B)."""
+    if connection is None:
+        return None
+    socket = connection.get("socket") or {}
+    backfill = connection.get("backfill") or {}
+    return {
+        "socket": socket.get("state"),
+        "reconnects": socket.get("reconnects", 0),
+        "error": (socket.get("last_error") or "")[:120],
+        "malformed": socket.get("malformed_frames", 0) + socket.get("malformed_messages", 0),
+        "backfill": backfill.get("running"),
+        "gaps": backfill.get("gaps", 0),
+        "gaps_failed": backfill.get("failed", 0),
+    }
 
 
 def choose_start(
@@ -245,7 +264,7 @@ class Node:
         self._columns: dict[str, np.ndarray] | None = None
         self._columns_asof_ns = 0
         self._text = text_columns(self.universe, reference)
-        self._last_status: tuple[str, str, str] | None = None
+        self._last_status: tuple[Any, ...] | None = None  # what, changed, is broadcast at once
         self._last_status_at = 0.0
         self.store: Store = open_store(settings)
         self.recorder = Recorder(
@@ -314,6 +333,7 @@ class Node:
                 "name": self.monitor.name,
                 "state": self.monitor.state.value,
                 "lag_ms": round(self.monitor.last_lag_ns / 1e6, 3),
+                "link": link_summary(self.feed.connection()),
             },
             "clock": {"speed": self.clock.speed},
             "scans": {
@@ -338,7 +358,14 @@ class Node:
         self.hub.publish(output.deltas, time.time_ns() if self.settings.ws_stamp_frames else None)
         self._record_cycle(output.asof_ns, output.deltas)
         status = self._status_message()
-        key = (status["session"]["phase"], status["feed"]["state"], status["session"]["date"])
+        link = status["feed"]["link"] or {}
+        key = (
+            status["session"]["phase"],
+            status["feed"]["state"],
+            status["session"]["date"],
+            link.get("socket"),
+            link.get("backfill") is not None,
+        )
         if key != self._last_status or time.monotonic() - self._last_status_at >= STATUS_EVERY_S:
             self._last_status, self._last_status_at = key, time.monotonic()
             self.hub.broadcast(Frame.of(status))

@@ -1,18 +1,23 @@
-"""The minutes the socket did not deliver come from REST: today's before a start, a drop's gap.
+"""The minutes the socket did not deliver come from REST: today's before a start, a fault's gap.
 
-The fake (a real process, 300 symbols, its clock 10x) serves from 10:00 ET and cuts the first
-connection without a close frame (1006) after 40 frames. The feed runs in this process on a
-clock in step with the fake's; its events go into a MarketState. When the start's and the
-drop's gaps are both filled, the state after the next minute bar from the socket must equal a
-state fed only the simulator's own minute bars up to that minute: no minute missing, none
-counted twice, the per-second bars of every minute superseded by its minute bar.
+The fake (a real process, 300 symbols, its clock 10x) serves from 10:00 ET with one fault: the
+first connection cut without a close frame (1006) after 40 frames; or left open but silent
+after 40 frames (a stall, noticed after STALE_S); or no drop but every minute bar sent short of
+its late trades and corrected twice a minute later, every tenth second's bars sent twice, and
+a malformed frame after every fifth. The feed runs in this process on a clock in step with the
+fake's; its events go into a MarketState. When the gaps are filled and the next minute bar from
+the socket has come, the state must equal a state fed only the simulator's own minute bars up
+to that minute: no minute missing, none counted twice, no preliminary value left, the
+per-second bars of every minute superseded by its minute bar, nothing malformed in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,80 +38,141 @@ pytestmark = pytest.mark.slow
 SESSION = dt.date(2026, 11, 24)
 SPEED = 10.0
 SYMBOLS = 300
+STALE_S = 2.0  # the socket's silence that ends a stalled session (real seconds)
 # What minute bars decide (the rolling one-minute volume is made of the socket's seconds, and
 # the last event's instant is a second's end where the socket brought seconds).
 COLUMNS = tuple(c for c in EXACT if c not in ("last_event_ns", "volume_1m", "second_volume"))
 
 
-async def follow(feed: MassiveFeed, start_ns: int, state: MarketState) -> tuple[int, list[str]]:
-    """Apply the feed's events until both gaps are filled and a minute bar from the socket
-    follows; returns that bar's end and the feed's status messages."""
+@dataclass(frozen=True, slots=True)
+class Fault:
+    args: tuple[str, ...]
+    gaps: frozenset[str]  # the gaps filled from REST ("minute": today's, "reconnect's")
+    drop: str | None  # how the socket's first session ends
+    corrected: bool = False  # minute bars come short first, corrected a minute later
+
+
+FAULTS = {
+    "drop": Fault(("--drop-after", "40"), frozenset({"minute", "reconnect's"}), "closed 1006"),
+    "stall": Fault(
+        ("--stall-after", "40"),
+        frozenset({"minute", "reconnect's"}),
+        f"no frames for {STALE_S:g} s",
+    ),
+    "corrections": Fault(
+        ("--corrections", "--malformed-every", "5"), frozenset({"minute"}), None, corrected=True
+    ),
+}
+
+
+@dataclass(slots=True)
+class Followed:
+    head_ns: int = 0  # the start of the newest minute bar applied
+    messages: list[str] = field(default_factory=list)
+    seconds: list[AggregateBatch] = field(default_factory=list)  # per-second bars applied
+
+
+async def follow(feed: MassiveFeed, start_ns: int, state: MarketState, fault: Fault) -> Followed:
+    """Apply the feed's events until the fault's gaps are filled and a minute bar from the
+    socket follows (with corrections: the correction of a minute bar older than the newest)."""
     clock = SimulatedClock(start_ns, SPEED)
-    messages: list[str] = []
+    seen = Followed()
     filled: set[str] = set()
     events = feed.events(clock, start_ns)
     try:
         async with asyncio.timeout(120):
             async for event in events:
                 if isinstance(event, FeedStatus):
-                    messages.append(event.message)
+                    seen.messages.append(event.message)
                     if " filled from REST" in event.message:
                         filled.add(event.message.split(" ", 2)[1])  # "minute" or "reconnect's"
                     continue
                 if not isinstance(event, AggregateBatch):
                     continue
                 state.apply(event)
+                if event.kind is AggregateKind.SECOND:
+                    seen.seconds.append(event)
+                    continue
+                newest = max(seen.head_ns, int(event.start_ns.max()))
+                correction = int(event.start_ns.min()) < newest
+                seen.head_ns = newest
                 # after the gaps' last bars, a minute bar can only come from the socket
-                if filled == {"minute", "reconnect's"} and event.kind is AggregateKind.MINUTE:
-                    return event.ts_event_ns, messages
+                if filled == fault.gaps and (correction or not fault.corrected):
+                    return seen
     finally:
         await events.aclose()
-    raise AssertionError(f"the feed ended first: {messages}")
+    raise AssertionError(f"the feed ended first: {seen.messages}")
 
 
-def test_a_start_and_a_drop_are_filled_from_rest_with_every_minute_once(tmp_path: Path) -> None:
-    fake = FakeProcess(tmp_path, "--drop-after", "40", "--speed", str(SPEED), symbols=SYMBOLS)
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_a_start_and_a_socket_fault_end_with_every_minute_once(tmp_path: Path, name: str) -> None:
+    fault = FAULTS[name]
+    fake = FakeProcess(tmp_path, *fault.args, "--speed", str(SPEED), symbols=SYMBOLS)
     try:
         calendar = market_calendar()
         config = MassiveConfig(
             api_key=KEY,
             ws_url=fake.settings["TAPESCAN_MASSIVE_WS_URL"],
             rest_url=fake.rest_url,
+            stale_after_s=STALE_S,
         )
         feed = MassiveFeed.open(config, calendar)
         start_ns = int(dt.datetime.fromisoformat(fake.now()).timestamp() * 1e9)
         state = MarketState(feed.universe, calendar, SESSION)
-        end_ns, messages = asyncio.run(follow(feed, start_ns, state))
+        seen = asyncio.run(follow(feed, start_ns, state, fault))
     finally:
         fake.stop()
-    assert "Massive stocks feed live again" in messages
     socket = feed.connection()["socket"]
-    assert socket["drops"]["closed 1006"] == 1  # (and 1000: this test closing it)
     backfill = feed.connection()["backfill"]
-    assert backfill["gaps"] == 2
+    assert backfill["gaps"] == len(fault.gaps)
     assert backfill["failed"] == 0
-    assert backfill["requests"] == 2 * SYMBOLS
-    assert feed.rest_counters.by_path["/v2/aggs/ticker"] == 2 * SYMBOLS
+    assert backfill["requests"] == len(fault.gaps) * SYMBOLS
+    assert feed.rest_counters.by_path["/v2/aggs/ticker"] == len(fault.gaps) * SYMBOLS
+    if fault.drop is not None:
+        assert "Massive stocks feed live again" in seen.messages
+        assert socket["drops"][fault.drop] == 1  # (and 1000: this test closing it)
+    else:
+        assert socket["reconnects"] == 0
+        # one of each malformed kind at least: not JSON, not a list, wrong types, missing
+        # fields, an unknown event and symbol, an inconsistent bar (refused by the state)
+        assert socket["malformed_frames"] >= 2
+        assert socket["malformed_messages"] >= 4
+        assert socket["skipped_events"] >= 1
+        assert socket["unknown_symbols"] >= 1
+        assert state.counters.inconsistent_bar >= 1
 
     market = SimMarket(7, SYMBOLS, calendar)
     expected = MarketState(market.universe, calendar, SESSION)
+    end_ns = seen.head_ns + 60 * 10**9
+    truth: list[AggregateBatch] = []
 
     async def replay() -> None:
         # a start at end_ns catches up minute bars only, none after end_ns
         async for event in SimFeed(market).events(FastClock(end_ns), end_ns, end_ns=end_ns):
             if isinstance(event, AggregateBatch):
-                expected.apply(event)
+                truth.append(event)
 
     asyncio.run(replay())
-    state.advance_to(end_ns)
-    expected.advance_to(end_ns)
-    rows = feed.universe.indices_of(market.universe.symbols)
+    for batch in truth:
+        expected.apply(batch)
+    rows = feed.universe.indices_of(market.universe.symbols)  # the simulator's in the feed's
+    if fault.corrected:  # the newest minute's correction is the next to come: the truth's
+        head = truth[-1]
+        state.apply(dataclasses.replace(head, symbol_index=rows[head.symbol_index]))
+    # per-second bars that came after the newest minute bar (in the same read) are the
+    # simulator's own too
+    for batch in seen.seconds:
+        if int(batch.start_ns.min()) >= end_ns:
+            expected.apply(batch)
+    latest = max([end_ns, *(b.ts_event_ns for b in seen.seconds)])
+    state.advance_to(latest)
+    expected.advance_to(latest)
     assert expected.volume.sum() > 0
     assert int(state.volume[rows].sum()) == int(expected.volume.sum())
-    for name in COLUMNS:
-        axis = 0 if name == "slot_volume" else -1  # the symbol's axis
-        ours = np.take(getattr(state, name), rows, axis=axis)
-        np.testing.assert_array_equal(ours, getattr(expected, name), err_msg=name)
+    for column in COLUMNS:
+        axis = 0 if column == "slot_volume" else -1  # the symbol's axis
+        ours = np.take(getattr(state, column), rows, axis=axis)
+        np.testing.assert_array_equal(ours, getattr(expected, column), err_msg=column)
     np.testing.assert_allclose(state.dollar_volume[rows], expected.dollar_volume, rtol=1e-9)
 
 

@@ -109,6 +109,34 @@ async def test_a_dropped_connection_is_reconnected_and_resubscribed(
         await running
 
 
+@pytest.mark.parametrize("kick", ["force_disconnect", "slow_consumer"])
+async def test_a_server_that_closes_the_session_is_warned_about_and_reconnected(
+    server: FakeMassive, kick: str
+) -> None:
+    server.faults = Faults(kick_after_frames=1, kick_status=kick)
+    client = client_for(server)
+    running = asyncio.create_task(client.run())
+    try:
+        await reaches(client, LinkState.LIVE)
+        frame = recorded_frames()[0]
+        assert await server.publish(frame) == 1
+        await next_batch(client)
+        await server.publish(frame)  # the server says why, then closes (1008)
+        assert server.stats.kicked == 1
+        async with asyncio.timeout(10):
+            await client.wait_until(
+                lambda: client.link.counters.reconnects == 1 and client.state is LinkState.LIVE
+            )
+        assert client.link.counters.drops == {kick: 1}
+        assert any(kick in warning for warning in client.warnings)
+        assert list(server.stats.subscriptions) == ["A.*,AM.*,LULD.*"] * 2
+        assert await server.publish(frame) == 1
+        assert (await next_batch(client)).batches
+    finally:
+        await client.stop()
+        await running
+
+
 async def test_a_second_process_on_the_key_is_warned_about_and_backed_off(
     server: FakeMassive,
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tapescan.feeds.massive.client import MassiveFatalError
 from tapescan.feeds.massive.feed import MassiveConfig, MassiveFeed, grouped_daily, list_tickers
@@ -27,6 +29,7 @@ from tapescan.market.calendar import market_calendar
 from tapescan.model import Universe
 from tests.api.server import Server
 from tests.feeds.massive.fake_process import KEY, FakeProcess
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 pytestmark = pytest.mark.slow
 SESSION = dt.date(2026, 11, 24)  # the fake's session (tests/feeds/massive/fake_process.py)
@@ -207,6 +210,19 @@ def test_a_dropped_socket_is_reconnected_and_the_feed_says_live_again(tmp_path: 
         )
         socket = health["feed"]["connection"]["socket"]
         assert socket["drops"] == {"closed 1006": 1}  # the fake's one drop, no close frame
+        require_chromium()
+        with sync_playwright() as driver:  # the page's status bar says it too
+            browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(base_url=server.url)
+                page.goto("/")
+                feed = page.get_by_test_id("feed-state")
+                expect(feed).to_have_attribute("data-state", "live", timeout=20_000)
+                expect(feed).to_contain_text("massive · live")
+                expect(feed).to_have_attribute("title", re.compile(r"Socket: live, 1 reconnect\n"))
+                expect(feed).to_have_attribute("title", re.compile("Gaps backfilled from REST"))
+            finally:
+                browser.close()
     finally:
         server.stop()
         dropping.stop()

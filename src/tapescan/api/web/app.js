@@ -667,6 +667,20 @@ function warmupText(warmup) {
   return `Warming up: ${step}${counts}. Scans start when the history is loaded.`;
 }
 
+function linkTitle(link) {
+  const lines = [
+    `Socket: ${link.socket ?? "?"}, ${link.reconnects} reconnect${link.reconnects === 1 ? "" : "s"}`,
+  ];
+  if (link.error) lines.push(`Last error: ${link.error}`);
+  if (link.malformed > 0) lines.push(`Malformed frames or messages skipped: ${link.malformed}`);
+  lines.push(
+    link.backfill
+      ? `Backfill from REST: ${link.backfill}`
+      : `Gaps backfilled from REST: ${link.gaps}${link.gaps_failed > 0 ? ` (${link.gaps_failed} failed)` : ""}`,
+  );
+  return lines.join("\n");
+}
+
 const header = {
   phase: null,
   warmup: null, // {step, progress, total} while the server warms up, else null
@@ -684,8 +698,14 @@ const header = {
     phaseEl.title = `Session ${message.session?.date ?? ""}: ${phase}`;
     const feedEl = byTestId("feed-state");
     const state = message.feed?.state ?? "unknown";
-    feedEl.dataset.state = state;
-    $(".feed-text", feedEl).textContent = `${message.feed?.name ?? "feed"} · ${state}`;
+    const link = message.feed?.link ?? null;
+    const socketDown = link !== null && link.socket !== "live";
+    feedEl.dataset.state = state === "live" && socketDown ? "starting" : state;
+    let text = `${message.feed?.name ?? "feed"} · ${state}`;
+    if (socketDown) text += ` · socket ${link.socket ?? "?"}`;
+    if (link?.backfill) text += " · backfilling";
+    $(".feed-text", feedEl).textContent = text;
+    feedEl.title = link === null ? "Feed state" : linkTitle(link);
     const lag = message.feed?.lag_ms;
     byTestId("feed-lag").textContent =
       typeof lag === "number" ? `lag ${lag < 1000 ? `${fixed(lag, 1)} ms` : `${fixed(lag / 1000, 1)} s`}` : "lag —";

@@ -185,9 +185,37 @@ def _starting_within(
 _MINUTE_FIELDS = ("start_ms", "open", "high", "low", "close", "vwap", "volume", "trades")
 
 
+def preliminary(batch: AggregateBatch) -> AggregateBatch:
+    """A minute batch as first broadcast before its late trades: every third symbol row lacks a
+    quarter of its volume and the prints that made its high and low (corrected a minute later)."""
+    late = batch.symbol_index % 3 == 0
+    return AggregateBatch(
+        kind=batch.kind,
+        symbol_index=batch.symbol_index,
+        start_ns=batch.start_ns,
+        open=batch.open,
+        high=np.where(late, np.maximum(batch.open, batch.close), batch.high),
+        low=np.where(late, np.minimum(batch.open, batch.close), batch.low),
+        close=batch.close,
+        volume=np.where(late, batch.volume - batch.volume // 4, batch.volume),
+        vwap=batch.vwap,
+        trades=batch.trades,
+    )
+
+
 class FakeMarket:
-    def __init__(self, market: SimMarket, session: dt.date, second_aggregates: bool) -> None:
+    def __init__(
+        self,
+        market: SimMarket,
+        session: dt.date,
+        second_aggregates: bool,
+        corrections: bool = False,
+    ) -> None:
         self.market = market
+        # Re-sent and corrected bars, as Massive sends them when late trades change a bar: each
+        # minute bar first as ``preliminary``, corrected (sent twice) after the next minute's,
+        # and every tenth second's bars twice.
+        self.corrections = corrections
         # Minute bars of past sessions are drawn by a market of their own: the socket's draws
         # run meanwhile in another thread, on ``market``.
         self._minute_market = SimMarket(market.seed, len(market.universe), market.calendar)
@@ -291,22 +319,33 @@ class FakeMarket:
 
     async def serve_socket(self, server: FakeMassive, clock: Clock, start_ns: int) -> None:
         """The simulated feed's live aggregates from ``start_ns``, to every subscriber."""
+        to_correct: AggregateBatch | None = None  # the last minute, sent as ``preliminary``
+        seconds = 0
         async for event in self.feed.events(clock, start_ns):
             if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
                 day = self.market.calendar.trading_day(event.ts_event_ns - 1)
                 self.today.add(day, event)
             if not isinstance(event, AggregateBatch) or event.ts_event_ns <= start_ns:
                 continue  # a socket has no past; halts have no channel on Massive
-            for frame in self.frames(event):
-                await server.publish(frame)
+            if not self.corrections:
+                await _publish(server, self.frames(event))
+            elif event.kind is AggregateKind.MINUTE:
+                await _publish(server, self.frames(preliminary(event)))
+                if to_correct is not None:
+                    await _publish(server, self.frames(to_correct, resent=True) * 2)
+                to_correct = event
+            else:
+                seconds += 1
+                await _publish(server, self.frames(event) * (2 if seconds % 10 == 0 else 1))
 
-    def frames(self, batch: AggregateBatch) -> list[bytes]:
-        """``batch`` as socket frames of A (per-second) or AM (per-minute) messages."""
+    def frames(self, batch: AggregateBatch, resent: bool = False) -> list[bytes]:
+        """``batch`` as socket frames of A (per-second) or AM (per-minute) messages (``resent``:
+        again, so the day's accumulated volume does not count it twice)."""
         day = self.market.calendar.trading_day(int(batch.start_ns[0])) if len(batch) else None
         if day != self._volume_day:
             self._day_volume[:] = 0
             self._volume_day = day
-        counts = batch.kind is (
+        counts = not resent and batch.kind is (
             AggregateKind.SECOND if self.second_aggregates else AggregateKind.MINUTE
         )
         if counts:
@@ -350,6 +389,11 @@ class FakeMarket:
             _encode(messages[i : i + FRAME_MESSAGES])
             for i in range(0, len(messages), FRAME_MESSAGES)
         ]
+
+
+async def _publish(server: FakeMassive, frames: list[bytes]) -> None:
+    for frame in frames:
+        await server.publish(frame)
 
 
 def _close_ms(day: dt.date) -> int:

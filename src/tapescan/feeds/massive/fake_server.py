@@ -3,15 +3,20 @@
 It speaks the session as docs/live.md describes it: ``connected`` on open, ``auth`` answered by
 ``auth_success`` or ``auth_failed`` (then closed), ``subscribe`` acknowledged one topic per
 frame, and data frames (JSON arrays of events) filtered by what each connection subscribed to.
-Faults are chosen per server: a refused key, dropping the TCP connection without a close frame
-after N data frames (the client sees 1006), and evicting an older connection with
-``max_connections`` when another one logs in with the same key, as the real server does.
+Faults are chosen per server: a refused key; dropping the TCP connection without a close frame
+after N data frames (the client sees 1006); closing it after N data frames with a status first
+(``force_disconnect`` or ``slow_consumer``); stalling a connection after N data frames (it stays
+open and answers pings, but no data comes); a malformed frame after every Nth data frame (text
+that is not JSON, messages with missing or wrongly typed fields, unknown events and symbols, an
+inconsistent bar); and evicting an older connection with ``max_connections`` when another one
+logs in with the same key, as the real server does.
 
 Serves on 127.0.0.1 only. Frames come from ``publish`` (the simulator or replay files feed it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -40,6 +45,12 @@ class Faults:
     refuse_key: bool = False  # every auth fails, as with a plan without WebSocket access
     drop_after_frames: int | None = None  # per connection: abort the TCP connection after N
     drops_left: int = 1  # how many connections get dropped that way
+    stall_after_frames: int | None = None  # per connection: stop sending data after N frames
+    stalls_left: int = 1  # how many connections stall that way
+    malformed_every: int = 0  # a malformed frame after every Nth data frame (0: never)
+    kick_after_frames: int | None = None  # per connection: a status, then close 1008, after N
+    kick_status: str = "force_disconnect"  # or "slow_consumer"
+    kicks_left: int = 1
 
 
 @dataclass(slots=True)
@@ -49,7 +60,10 @@ class FakeStats:
     # the params of the latest subscribes (a client that reconnects all day adds one each time)
     subscriptions: deque[str] = field(default_factory=lambda: deque(maxlen=1_000))
     frames_sent: int = 0
+    malformed_sent: int = 0
     dropped: int = 0
+    stalled: int = 0
+    kicked: int = 0
     evicted: int = 0
 
 
@@ -59,6 +73,7 @@ class _Client:
     topics: set[str] = field(default_factory=set)
     authenticated: bool = False
     frames: int = 0
+    stalled: bool = False
 
 
 class FakeMassive:
@@ -69,6 +84,7 @@ class FakeMassive:
         self._clients: list[_Client] = []
         self._server: Server | None = None
         self.port = 0
+        self.subscribed = asyncio.Event()  # set at each subscribe (a benchmark's go signal)
 
     @property
     def url(self) -> str:
@@ -92,19 +108,48 @@ class FakeMassive:
         reached = 0
         for client in list(self._clients):
             wanted = [e for e in events if _subscribed(client.topics, e)]
-            if not client.authenticated or not wanted:
+            if not client.authenticated or not wanted or client.stalled:
                 continue
-            drop = self.faults.drop_after_frames
-            if drop is not None and client.frames >= drop and self.faults.drops_left > 0:
-                self.faults.drops_left -= 1
+            faults = self.faults
+            if _due(faults.drop_after_frames, client.frames) and faults.drops_left > 0:
+                faults.drops_left -= 1
                 self.stats.dropped += 1
                 client.socket.transport.abort()  # no close frame: the client sees 1006
+                continue
+            if _due(faults.kick_after_frames, client.frames) and faults.kicks_left > 0:
+                faults.kicks_left -= 1
+                self.stats.kicked += 1
+                with contextlib.suppress(ConnectionClosed):
+                    await client.socket.send(status(faults.kick_status, "closing the connection"))
+                    await client.socket.close(1008, faults.kick_status)
+                continue
+            if _due(faults.stall_after_frames, client.frames) and faults.stalls_left > 0:
+                faults.stalls_left -= 1
+                self.stats.stalled += 1
+                client.stalled = True  # open, pings answered, no data
                 continue
             with contextlib.suppress(ConnectionClosed):
                 await client.socket.send(_encode(wanted).decode())
                 client.frames += 1
                 self.stats.frames_sent += 1
                 reached += 1
+                if faults.malformed_every > 0 and client.frames % faults.malformed_every == 0:
+                    kind = client.frames // faults.malformed_every % len(MALFORMED)
+                    await client.socket.send(MALFORMED[kind](wanted[0]))
+                    self.stats.malformed_sent += 1
+        return reached
+
+    async def publish_raw(self, frame: str) -> int:
+        """Send ``frame`` as it is to every subscribed connection, unfiltered and unfaulted
+        (``tapescan bench ingest --feed massive``: the fake's own cost kept out of the way)."""
+        reached = 0
+        for client in list(self._clients):
+            if client.authenticated and client.topics:
+                with contextlib.suppress(ConnectionClosed):
+                    await client.socket.send(frame)
+                    client.frames += 1
+                    reached += 1
+        self.stats.frames_sent += reached
         return reached
 
     def subscribers(self) -> int:
@@ -150,6 +195,7 @@ class FakeMassive:
             if action == "subscribe":
                 self.stats.subscriptions.append(params)
                 client.topics.update(chosen)
+                self.subscribed.set()
             else:
                 client.topics.difference_update(chosen)
             for topic in chosen:  # one acknowledgement frame per topic, as the real server
@@ -167,6 +213,40 @@ class FakeMassive:
                     status("max_connections", "Maximum number of websocket connections exceeded.")
                 )
                 await other.socket.close(1008, "max_connections")
+
+
+def _due(after_frames: int | None, frames: int) -> bool:
+    return after_frames is not None and frames >= after_frames
+
+
+def _not_json(_: dict[str, Any]) -> str:
+    return '[{"ev":"AM","sym":'
+
+
+def _not_a_list(event: dict[str, Any]) -> str:
+    return json.dumps({"ev": event.get("ev"), "sym": event.get("sym")})
+
+
+def _wrong_types(event: dict[str, Any]) -> str:
+    return json.dumps([{**event, "v": "lots", "s": "soon"}, {**event, "o": None, "c": [1]}])
+
+
+def _missing_fields(event: dict[str, Any]) -> str:
+    return json.dumps([{"ev": event.get("ev"), "sym": event.get("sym")}, {"ev": "AM"}])
+
+
+def _unknown(event: dict[str, Any]) -> str:
+    return json.dumps([{"ev": "XQ", "sym": event.get("sym"), "p": 1}, {**event, "sym": "ZZZZZQ"}])
+
+
+def _inconsistent(event: dict[str, Any]) -> str:
+    """A bar whose high is below its low: parsed, then refused by the state."""
+    high, low = event.get("h", 1.0), event.get("l", 1.0)
+    return json.dumps([{**event, "h": min(high, low) / 2, "l": max(high, low) * 2}])
+
+
+# what a malformed frame holds, in turn; none of it may reach the state
+MALFORMED = (_not_json, _not_a_list, _wrong_types, _missing_fields, _unknown, _inconsistent)
 
 
 def _subscribed(topics: Iterable[str], event: dict[str, Any]) -> bool:

@@ -87,6 +87,7 @@ class MassiveConfig:
     rest_url: str
     channels: tuple[str, ...] = ("A", "AM", "LULD")
     ticker_types: tuple[str, ...] = ("CS", "ETF")
+    stale_after_s: float = 30.0  # silence during a session that closes and reconnects the socket
 
     def __repr__(self) -> str:  # never the key
         return f"MassiveConfig(ws_url={self.ws_url!r}, rest_url={self.rest_url!r})"
@@ -223,7 +224,11 @@ class MassiveFeed:
         the catch-up ends when they are in. After each drop the gap is filled the same way
         while the socket goes on. Socket bars that end by ``resume_ns`` are dropped.
         """
-        link = Link(self.config.api_key, topics(self.config.channels))
+        link = Link(
+            self.config.api_key,
+            topics(self.config.channels),
+            stale_after_s=self.config.stale_after_s,
+        )
         client = MassiveClient(
             self.config.ws_url,
             link,
@@ -251,12 +256,15 @@ class MassiveFeed:
             else:
                 backfill.request(today)
             left_ns: int | None = None  # when the socket stopped being live
+            newest_ns = 0  # the end of the newest bar from the socket
             async with contextlib.aclosing(_session_events(client, running, backfill)) as session:
                 async for item in session:
                     now = clock.now_ns()
                     if isinstance(item, LinkState):
                         if item is not LinkState.LIVE and left_ns is None:
-                            left_ns = now
+                            # a stalled socket is noticed only after its silence: the gap
+                            # starts where its data stopped
+                            left_ns = min(now, newest_ns) if newest_ns else now
                         elif item is LinkState.LIVE and left_ns is not None:
                             gap = reconnect_gap(self.calendar, left_ns, now, minute_bars_live)
                             if gap is not None:
@@ -283,6 +291,7 @@ class MassiveFeed:
                                 return
                             if resume_ns is not None and batch.ts_event_ns <= resume_ns:
                                 continue
+                            newest_ns = max(newest_ns, batch.ts_event_ns)
                             yield stamped(batch)
         finally:
             await backfill.close()
