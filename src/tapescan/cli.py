@@ -426,6 +426,11 @@ def bench_scan_command(
     _print_report(bench_scan(symbols, cycles, seed, day, market_calendar(), _progress), as_json)
 
 
+class IngestPath(StrEnum):
+    FRAMES = "frames"
+    MASSIVE = "massive"
+
+
 @bench_app.command("ingest")
 def bench_ingest_command(
     symbols: Annotated[int, typer.Option(min=1, max=50_000)] = 11_882,
@@ -441,12 +446,29 @@ def bench_ingest_command(
     repeats: Annotated[int, typer.Option(min=1, max=50)] = 5,
     seed: int = 7,
     session: DayOption = BENCH_DAY,
+    feed: Annotated[
+        IngestPath,
+        typer.Option(
+            help="frames: decoded in this process; massive: sent by the fake server (another "
+            "process) over a 127.0.0.1 WebSocket to the live feed's client."
+        ),
+    ] = IngestPath.FRAMES,
     as_json: JsonOption = False,
 ) -> None:
     """Per-second aggregate frames (Massive JSON) decoded and applied to state, events/s."""
     from tapescan.ops.bench import bench_ingest  # noqa: PLC0415
 
     day = _bench_session(session)
+    if feed is IngestPath.MASSIVE:
+        if frames_per_read != 1:
+            fail("--frames-per-read is for --feed frames (the socket's reads decide it)")
+        from tapescan.ops.ingest_bench import bench_ingest_massive  # noqa: PLC0415
+
+        report = bench_ingest_massive(
+            symbols, seconds, events_per_frame, repeats, seed, day, market_calendar(), _progress
+        )
+        _print_report(report, as_json)
+        return
     report = bench_ingest(
         symbols,
         seconds,

@@ -3,6 +3,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tapescan.feeds.massive.parse import FrameParser
 from tapescan.market.calendar import market_calendar
@@ -74,3 +76,108 @@ def test_bad_values_that_parse_never_poison_state() -> None:
     assert state.counters.rejected == 3  # negative price, negative volume, high below low
     assert state.volume.tolist() == [4110, 0, 200]
     assert np.isfinite(state.price[[0, 2]]).all()
+
+
+# ---------------------------------------------------------------------------- fuzzed frames
+
+JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+NUMBER = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0, -1, 1e-300, 1e300, 2**63, 1610144868, 1610144868000000, 2**31])
+)
+JSON_VALUE = st.recursive(
+    JSON_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+RECORDED_MESSAGES = [
+    message
+    for item in json.loads((RESOURCES / "frames.json").read_text())
+    for message in item["frame"]
+    if isinstance(message, dict)
+]
+FIELDS = ("ev", "sym", "v", "av", "vw", "o", "c", "h", "l", "a", "z", "s", "e", "status", "message")
+
+
+@st.composite
+def mutated_message(draw: st.DrawFn) -> object:
+    """A recorded message with fields dropped, replaced by any JSON value, or added."""
+    base = dict(draw(st.sampled_from(RECORDED_MESSAGES)))
+    base["ev"] = draw(st.sampled_from(["A", "AM", "A", "AM", "status", "T", "LULD", "XQ"]))
+    base["sym"] = draw(st.sampled_from([*UNIVERSE.symbols, "ZZZZ", ""]))
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3)):
+        how = draw(st.integers(0, 3))
+        if how == 0:
+            base.pop(name, None)
+        elif how == 1:
+            base[name] = draw(JSON_VALUE)
+        else:
+            base[name] = draw(NUMBER)  # the right type, any value
+    if draw(st.integers(0, 9)) == 0:
+        return draw(JSON_VALUE)  # not an object at all
+    return base
+
+
+@st.composite
+def fuzzed_frame(draw: st.DrawFn) -> bytes:
+    kind = draw(st.integers(0, 4))
+    if kind == 0:
+        return draw(st.binary(max_size=300))  # arbitrary bytes
+    frame = json.dumps(draw(st.lists(mutated_message(), max_size=8))).encode()
+    if kind < 4:
+        return frame
+    cut = draw(st.integers(0, len(frame)))  # a frame broken off or spliced with garbage
+    return frame[:cut] + draw(st.binary(max_size=20)) + frame[cut + draw(st.integers(0, 20)) :]
+
+
+def test_window_starts_in_any_unit_are_read_as_ms_and_absurd_values_are_malformed() -> None:
+    parser = FrameParser(UNIVERSE)
+    bar = '{"ev":"A","sym":"SPCE","v":%s,"o":1,"h":%s,"l":1,"c":1,"z":%s,"s":%s}'
+    seconds = 1610144868
+    units = [seconds, seconds * 1000, seconds * 10**6, seconds * 10**9]
+    good = [bar % (10, 1, 1, s) for s in units]
+    bad = [bar % (10, 1, 1, 10**10), bar % (1e13, 1, 1, seconds), bar % (10, 1e8, 1, seconds)]
+    tiny_trades = bar % (10**9, 1, 1e-300, seconds)  # z near 0: trades capped, not overflowed
+    frame = ("[" + ",".join([*good, *bad, tiny_trades]) + "]").encode()
+    (batch,) = parser.parse(frame).batches
+    assert batch.start_ns.tolist() == [seconds * 10**9] * 5
+    assert batch.trades.tolist() == [10, 10, 10, 10, 2**31 - 1]
+    assert parser.counters.malformed_messages == 3  # no unit fits, 1e13 shares, a $1e8 high
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(fuzzed_frame(), min_size=1, max_size=6))
+def test_fuzzed_frames_never_raise_and_never_corrupt_state(fuzzed: list[bytes]) -> None:
+    parser = FrameParser(UNIVERSE)
+    state = MarketState(UNIVERSE, market_calendar(), dt.date(2021, 1, 8))
+    for batch in parser.parse_many(frames()).batches:
+        state.apply(batch)
+    before = parser.counters.frames
+    parsed = parser.parse_many(fuzzed)
+    assert parser.counters.frames == before + len(fuzzed)
+    for batch in parsed.batches:
+        for column in (batch.open, batch.high, batch.low, batch.close, batch.vwap):
+            assert np.isfinite(column).all()
+        assert (batch.symbol_index >= 0).all()
+        assert (batch.symbol_index < len(UNIVERSE)).all()
+        state.apply(batch)
+    # whatever came, the state holds only bars it could accept: finite, positive, consistent
+    assert (state.volume >= 0).all()
+    assert np.isfinite(state.dollar_volume).all()
+    assert (state.dollar_volume >= 0).all()
+    traded = state.volume > 0
+    for name in ("price", "hod", "lod"):
+        values = getattr(state, name)[traded]
+        assert (np.isfinite(values) & (values > 0)).all(), name
+    assert (state.hod[traded] >= state.lod[traded]).all()
+    for batch in parser.parse_many(frames()).batches:  # and good frames still apply
+        state.apply(batch)

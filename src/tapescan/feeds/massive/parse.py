@@ -3,7 +3,9 @@
 A frame is a JSON array of messages. Per-second (``A``) and per-minute (``AM``) aggregates become
 AggregateBatch columns; status messages are returned as they are; other event types are skipped.
 Every field may be missing or wrong: such messages are counted and dropped, never raised, and
-one bad message never costs the rest of its frame.
+one bad message never costs the rest of its frame. Values beyond any real bar (a volume over
+``VOLUME_MAX``, a price over ``PRICE_MAX``) count as malformed too; window starts are
+normalized to ms whatever their unit (s, ms, µs or ns, told apart by magnitude).
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from tapescan.model import NS_PER_SECOND, AggregateBatch, AggregateKind, Universe
 
 NS_PER_MS = 1_000_000
+VOLUME_MAX = 1e12  # shares in one bar (the busiest stock trades ~2e9 in a day)
+PRICE_MAX = 1e7  # dollars (the dearest US stock is below 1e6)
+TRADES_MAX = 2**31 - 1
+# a window start in ms lies in [MS_MIN, MS_MAX] (1973 to 2255); smaller or larger values are
+# read as seconds, or as µs or ns, when that puts them in the range
+MS_MIN, MS_MAX = 1e11, 9e12
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -133,19 +142,25 @@ class FrameParser:
 
     def _columns(self, kind: AggregateKind, messages: list[Message]) -> AggregateBatch | None:
         get = self._index.get
+        # -1: a symbol not in the universe, -2: no symbol at all
         rows = np.fromiter(
-            (get(m.sym, -1) if m.sym else -1 for m in messages), np.int64, len(messages)
+            (get(m.sym, -1) if m.sym else -2 for m in messages), np.int64, len(messages)
         )
-        start_ms = np.array([m.s for m in messages], dtype=np.float64)
+        # one pass over the messages; a missing field (None) becomes NaN
+        table = np.array(
+            [(m.s, m.o, m.h, m.l, m.c, m.v, m.vw, m.z) for m in messages], dtype=np.float64
+        ).reshape(len(messages), 8)
+        start_ms = _to_ms(table[:, 0])
         values = {
-            name: np.array([getattr(m, name) for m in messages], dtype=np.float64)
-            for name in ("o", "h", "l", "c", "v", "vw", "z")
+            name: table[:, i + 1] for i, name in enumerate(("o", "h", "l", "c", "v", "vw", "z"))
         }
-        complete = ~np.isnan(start_ms) & np.fromiter(
-            (bool(m.sym) for m in messages), np.bool_, len(messages)
-        )
+        complete = ~np.isnan(start_ms) & (rows != -2)
         for name in ("o", "h", "l", "c", "v"):
             complete &= ~np.isnan(values[name])
+        with np.errstate(invalid="ignore"):  # NaN compares False: the rule above has it
+            complete &= ~(values["v"] > VOLUME_MAX)
+            for name in ("o", "h", "l", "c", "vw"):
+                complete &= ~(values[name] > PRICE_MAX)
         known = rows >= 0
         self.counters.malformed_messages += int((~complete).sum())
         self.counters.unknown_symbols += int((complete & ~known).sum())
@@ -159,7 +174,9 @@ class FrameParser:
         # z is the average trade size of the window: trades = volume / z.
         size = values["z"][keep]
         usable = size > 0
-        trades = np.where(usable, np.rint(volume / np.where(usable, size, 1.0)), 0)
+        with np.errstate(over="ignore"):  # a tiny z: inf, capped below
+            trades = np.where(usable, np.rint(volume / np.where(usable, size, 1.0)), 0)
+        trades = np.clip(trades, 0, TRADES_MAX)
         return AggregateBatch(
             kind=kind,
             symbol_index=rows[keep].astype(np.int32),
@@ -172,3 +189,14 @@ class FrameParser:
             vwap=np.where(np.isnan(vwap), typical, vwap),
             trades=trades.astype(np.int32),
         )
+
+
+def _to_ms(starts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Window starts in ms, whatever their unit; NaN where no unit fits."""
+    out = np.full(starts.shape, np.nan)
+    for scale in (1.0, 1e3, 1e-3, 1e-6):  # ms, s, µs, ns
+        scaled = starts * scale
+        with np.errstate(invalid="ignore"):
+            fits = np.isnan(out) & (scaled >= MS_MIN) & (scaled <= MS_MAX)
+        out[fits] = np.floor(scaled[fits])
+    return out
