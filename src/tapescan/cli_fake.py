@@ -80,6 +80,10 @@ def fake_massive(
     html_504_every: Annotated[
         int, typer.Option(help="Fault: every Nth REST request answers an HTML 504 (0: never).")
     ] = 0,
+    slow_today_ms: Annotated[
+        int,
+        typer.Option(help="Fault: each request for today's minute bars takes N ms longer."),
+    ] = 0,
 ) -> None:
     """Serve a fake Massive (stocks WebSocket and REST) from the simulated market, for trying
     `tapescan run --feed massive` without a key (docs/live.md)."""
@@ -102,6 +106,8 @@ def fake_massive(
     ):
         if value is not None and value < 0:
             _fail(f"{name} must be 0 or more, not {value}")
+    if not 0 <= slow_today_ms <= 60_000:
+        _fail(f"--slow-today-ms must be 0-60000, not {slow_today_ms}")
     if malformed_every < 0:
         _fail(f"--malformed-every must be 0 or more, not {malformed_every}")
     if not 0 < speed <= 1_000:
@@ -162,7 +168,7 @@ def fake_massive(
             port,
             rest_listener,
             faults,
-            RestFaults(rate_limit_every, html_504_every),
+            RestFaults(rate_limit_every, html_504_every, today_delay_s=slow_today_ms / 1000),
             stop,
             ready,
         )

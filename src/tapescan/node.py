@@ -117,6 +117,7 @@ def massive_config(settings: Settings) -> MassiveConfig:
         channels=tuple(settings.massive_channels),
         ticker_types=tuple(settings.massive_ticker_types),
         stale_after_s=settings.massive_stale_s,
+        coverage_file=settings.data_dir / "massive-coverage.json",
     )
 
 

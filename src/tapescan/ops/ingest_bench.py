@@ -4,8 +4,9 @@ client and the live feed (``MassiveFeed.events``) into the state, over 127.0.0.1
 The fake serves from a child process (the other core), sending the encoded frames as they are
 as soon as the feed subscribes; this process runs what ``tapescan run --feed massive`` runs on
 its event loop: the client reading the socket into its bounded queue, the parser draining it
-in batches, the feed's event stream, and ``MarketState.apply``. The clock stands on a Sunday, so
-the feed asks REST for nothing (no session: no gap to fill) and never calls a silence stale.
+in batches, the feed's event stream, and ``MarketState.apply``. The clock stands on the first
+day without a session after the bars' day, so the feed asks REST for nothing (no session: no
+gap to fill), never calls a silence stale, and finds no bar dated after its clock.
 
 Reported: events/s of wall time from the subscription to the last event applied, and events
 per second of this process's CPU time (one core: everything here runs on one thread, the
@@ -39,7 +40,6 @@ from tapescan.state.market_state import MarketState
 
 KEY = "tapescan-bench-key"
 TIMEOUT_S = 600.0  # one repeat may take this long before the benchmark gives up
-SUNDAY = dt.date(2026, 11, 22)  # no session: the feed requests no gap from REST
 
 
 def _serve(frames_path: str, pipe: Connection) -> None:  # pragma: no cover - child process
@@ -69,10 +69,20 @@ def _serve(frames_path: str, pipe: Connection) -> None:  # pragma: no cover - ch
     asyncio.run(main())
 
 
-async def _one_run(feed: MassiveFeed, state: MarketState, events: int) -> tuple[float, float, int]:
+def _quiet_day(calendar: MarketCalendar, day: dt.date) -> dt.date:
+    """The first day after ``day`` without a session (a weekend day or a holiday)."""
+    quiet = day + dt.timedelta(days=1)
+    while calendar.is_session(quiet):
+        quiet += dt.timedelta(days=1)
+    return quiet
+
+
+async def _one_run(
+    feed: MassiveFeed, state: MarketState, events: int, quiet: dt.date
+) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, events applied) from the feed going live (subscribed) to
     the last event applied."""
-    clock = FastClock(et_to_ns(SUNDAY, dt.time(12)))
+    clock = FastClock(et_to_ns(quiet, dt.time(12)))
     stream = feed.events(clock, clock.now_ns())
     applied = 0
     began = cpu_began = 0.0
@@ -131,7 +141,8 @@ def bench_ingest_massive(
                 feed = MassiveFeed(config, calendar, market.universe, reference)
                 state = MarketState(market.universe, calendar, day)
                 gc.collect()
-                wall, cpu, applied = asyncio.run(_one_run(feed, state, events))
+                quiet = _quiet_day(calendar, day)
+                wall, cpu, applied = asyncio.run(_one_run(feed, state, events, quiet))
                 if applied != events:
                     raise RuntimeError(f"applied {applied:,} of {events:,} events")
                 rates.append(events / wall)

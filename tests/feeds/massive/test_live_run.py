@@ -254,3 +254,49 @@ def test_the_warm_up_from_rest_equals_the_simulators_own(fake: FakeProcess) -> N
         with_slots += 1
     assert with_slots == 10
     assert feed.rest_counters.by_path["/v2/aggs/ticker"] == 10 * 300
+
+
+def test_a_restart_after_a_stop_during_todays_backfill_takes_every_ticker_from_0400(
+    tmp_path: Path,
+) -> None:
+    """Today's bars come ticker by ticker: stopped part-way, the store holds the early minutes
+    of some tickers only, so the restart must not resume from the newest stored bar."""
+    slow = FakeProcess(tmp_path, "--slow-today-ms", "100", symbols=300)
+    try:
+        first = Server(tmp_path, "--feed", "massive", "--start", slow.now(), env=slow.env())
+        try:
+            first.health(
+                lambda h: " of 300 tickers" in str((h["feed"]["connection"] or {}).get("backfill")),
+                timeout_s=120,
+            )
+        finally:
+            first.stop()  # a Ctrl-C while today's bars are coming
+        again = Server(tmp_path, "--feed", "massive", "--start", slow.now(), env=slow.env())
+        try:
+            health = again.health(lambda h: h["scans"]["warmed_up"], timeout_s=120)
+            backfill = health["feed"]["connection"]["backfill"]
+            assert backfill["last"]["reason"] == "start"
+            assert backfill["last"]["minutes"].startswith("04:00")  # every ticker again
+            with MassiveRest(KEY, slow.rest_url) as rest:
+                tickers = sorted(row[0] for row in list_tickers(rest, ["CS"]))
+                served = {  # the fake's first minute bar today of the last tickers
+                    symbol: rest.get(f"/v2/aggs/ticker/{symbol}/range/1/minute/{SESSION}/{SESSION}")
+                    for symbol in tickers[-20:]  # those the stopped run never reached
+                }
+            early = 0
+            for symbol, body in served.items():
+                if not body.get("results"):
+                    continue
+                first_ms = int(body["results"][0]["t"])
+                stored = recorded_bars(again.url, symbol)
+                assert stored, symbol
+                first_stored = dt.datetime.fromisoformat(str(stored[0]["t"]))
+                assert int(first_stored.timestamp() * 1000) == first_ms, symbol
+                early += first_ms < int(
+                    dt.datetime(2026, 11, 24, 14, tzinfo=dt.UTC).timestamp() * 1000
+                )
+            assert early >= 3  # tickers with bars before 09:00 ET, stored after the restart
+        finally:
+            again.stop()
+    finally:
+        slow.stop()

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tapescan.feeds.massive.parse import FrameParser
+from tapescan.feeds.massive.parse import FrameParser, not_ahead
 from tapescan.market.calendar import market_calendar
 from tapescan.model import AggregateKind, Universe
 from tapescan.state.market_state import MarketState
@@ -99,6 +99,7 @@ JSON_VALUE = st.recursive(
     ),
     max_leaves=6,
 )
+NOW_NS = 1610144870 * 10**9  # the recorded frames' time
 RECORDED_MESSAGES = [
     message
     for item in json.loads((RESOURCES / "frames.json").read_text())
@@ -139,6 +140,19 @@ def fuzzed_frame(draw: st.DrawFn) -> bytes:
     return frame[:cut] + draw(st.binary(max_size=20)) + frame[cut + draw(st.integers(0, 20)) :]
 
 
+def test_bars_dated_after_the_clock_are_dropped_and_counted() -> None:
+    parser = FrameParser(UNIVERSE)
+    bar = '{"ev":"A","sym":"SPCE","v":10,"o":1,"h":1,"l":1,"c":1,"s":%d}'
+    now_ms = NOW_NS // 10**6
+    frame = ("[" + ",".join(bar % s for s in (now_ms, now_ms + 60_000, 2147483648)) + "]").encode()
+    (batch,) = parser.parse(frame).batches
+    kept = not_ahead(batch, NOW_NS, parser.counters)
+    assert kept is not None
+    assert (kept.start_ns // 10**6).tolist() == [now_ms, now_ms + 60_000]  # skew allowed
+    assert parser.counters.ahead_of_clock == 1  # 2038 (s read as seconds) is not
+    assert not_ahead(kept, NOW_NS - 3_600 * 10**9, parser.counters) is None
+
+
 def test_window_starts_in_any_unit_are_read_as_ms_and_absurd_values_are_malformed() -> None:
     parser = FrameParser(UNIVERSE)
     bar = '{"ev":"A","sym":"SPCE","v":%s,"o":1,"h":%s,"l":1,"c":1,"z":%s,"s":%s}'
@@ -169,7 +183,9 @@ def test_fuzzed_frames_never_raise_and_never_corrupt_state(fuzzed: list[bytes]) 
             assert np.isfinite(column).all()
         assert (batch.symbol_index >= 0).all()
         assert (batch.symbol_index < len(UNIVERSE)).all()
-        state.apply(batch)
+        kept = not_ahead(batch, NOW_NS, parser.counters)  # as the feed does, on its clock
+        if kept is not None:
+            state.apply(kept)
     # whatever came, the state holds only bars it could accept: finite, positive, consistent
     assert (state.volume >= 0).all()
     assert np.isfinite(state.dollar_volume).all()

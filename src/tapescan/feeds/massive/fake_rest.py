@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -51,6 +52,7 @@ class RestFaults:
     rate_limit_every: int = 0  # every Nth request answers 429 (0: never)
     html_504_every: int = 0  # every Nth request answers an nginx-style HTML 504 (0: never)
     retry_after_s: float = 0.2
+    today_delay_s: float = 0.0  # each request for the served session's minutes waits this long
 
 
 @dataclass(slots=True)
@@ -152,6 +154,8 @@ def rest_app(
         bars: list[dict[str, object]] = []
         day = first
         now_ns = clock.now_ns()
+        if chosen.today_delay_s > 0 and first <= market.session <= last:
+            time.sleep(chosen.today_delay_s)  # a slow backfill, to be interrupted
         while day <= last and len(bars) < AGGREGATES_LIMIT_MAX:
             bars.extend(market.minute_bars(ticker, day, from_ms, to_ms, now_ns))
             day += dt.timedelta(days=1)

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -51,8 +52,9 @@ from tapescan.feeds.massive.backfill import (
     start_gap,
 )
 from tapescan.feeds.massive.client import MassiveClient
+from tapescan.feeds.massive.coverage import Coverage
 from tapescan.feeds.massive.link import Link, LinkState, topics
-from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
+from tapescan.feeds.massive.parse import FrameParser, ParsedFrame, not_ahead
 from tapescan.feeds.massive.rest import (
     REQUEST_THREADS,
     MassiveRest,
@@ -65,6 +67,7 @@ from tapescan.market.clock import Clock
 from tapescan.model import (
     NS_PER_MINUTE,
     AggregateBatch,
+    AggregateKind,
     FeedEvent,
     FeedState,
     FeedStatus,
@@ -88,6 +91,7 @@ class MassiveConfig:
     channels: tuple[str, ...] = ("A", "AM", "LULD")
     ticker_types: tuple[str, ...] = ("CS", "ETF")
     stale_after_s: float = 30.0  # silence during a session that closes and reconnects the socket
+    coverage_file: Path | None = None  # where today's complete minutes are kept (coverage.py)
 
     def __repr__(self) -> str:  # never the key
         return f"MassiveConfig(ws_url={self.ws_url!r}, rest_url={self.rest_url!r})"
@@ -210,6 +214,7 @@ class MassiveFeed:
                 "malformed_messages": parse.malformed_messages,
                 "unknown_symbols": parse.unknown_symbols,
                 "skipped_events": parse.skipped_events,
+                "ahead_of_clock": parse.ahead_of_clock,
             }
         return details
 
@@ -248,7 +253,18 @@ class MassiveFeed:
             await _until_live_or_failed(client, running)
             live_ns = clock.now_ns()
             yield FeedStatus(FeedState.LIVE, "Massive stocks feed live", live_ns)
-            today = start_gap(self.calendar, live_ns, resume_ns, minute_bars_live)
+            coverage = Coverage(self.config.coverage_file)
+            times = self.calendar.session_in_progress(live_ns)
+            rest_from = resume_ns
+            if times is not None:
+                # a stop during a backfill left some tickers' minutes out: resume where every
+                # ticker's were in, not at the newest stored bar
+                rest_from = coverage.resume_ns(times.date, resume_ns)
+            today = start_gap(self.calendar, live_ns, rest_from, minute_bars_live)
+            if times is not None:
+                coverage.start(times.date, live_ns - live_ns % NS_PER_MINUTE)
+                if today is not None:
+                    coverage.gap_opened(today.from_ns)
             if today is None:
                 # a socket has no past: the catch-up is over (a wait for an instant to come
                 # says so)
@@ -265,9 +281,11 @@ class MassiveFeed:
                             # a stalled socket is noticed only after its silence: the gap
                             # starts where its data stopped
                             left_ns = min(now, newest_ns) if newest_ns else now
+                            coverage.socket_left(left_ns - left_ns % NS_PER_MINUTE - NS_PER_MINUTE)
                         elif item is LinkState.LIVE and left_ns is not None:
                             gap = reconnect_gap(self.calendar, left_ns, now, minute_bars_live)
                             if gap is not None:
+                                coverage.gap_opened(gap.from_ns)
                                 backfill.request(gap)
                             left_ns = None
                         yield _status_of(item, now)
@@ -280,18 +298,30 @@ class MassiveFeed:
                             progress=(item.done, item.total),
                         )
                     elif isinstance(item, GapDone):
+                        coverage.gap_filled(
+                            item.gap.from_ns, item.gap.to_ns, item.error is not None
+                        )
                         yield FeedStatus(_feed_state(client), _done_message(item), now)
                         if item.gap.reason == "start":
                             await clock.sleep_until(clock.now_ns() + CAUGHT_UP_WAIT_NS)
                     elif isinstance(item, AggregateBatch):
                         yield item  # a gap's minute bars: before any end, after any resume
                     else:
-                        for batch in item.batches:
+                        for parsed in item.batches:
+                            batch = not_ahead(parsed, now, client.parser.counters)
+                            if batch is None:
+                                continue
                             if end_ns is not None and batch.ts_event_ns > end_ns:
                                 return
                             if resume_ns is not None and batch.ts_event_ns <= resume_ns:
                                 continue
                             newest_ns = max(newest_ns, batch.ts_event_ns)
+                            if batch.kind is AggregateKind.MINUTE or not minute_bars_live:
+                                end = batch.ts_event_ns
+                                coverage.socket_bar(
+                                    end if minute_bars_live else end - end % NS_PER_MINUTE,
+                                    client.state is LinkState.LIVE,
+                                )
                             yield stamped(batch)
         finally:
             await backfill.close()

@@ -23,6 +23,9 @@ NS_PER_MS = 1_000_000
 VOLUME_MAX = 1e12  # shares in one bar (the busiest stock trades ~2e9 in a day)
 PRICE_MAX = 1e7  # dollars (the dearest US stock is below 1e6)
 TRADES_MAX = 2**31 - 1
+# A bar may start this far after the local clock (skew between this machine and Massive's);
+# later ones are dropped: one bar dated years ahead would move the state's clock there.
+AHEAD_NS = 5 * 60 * 1_000_000_000
 # a window start in ms lies in [MS_MIN, MS_MAX] (1973 to 2255); smaller or larger values are
 # read as seconds, or as µs or ns, when that puts them in the range
 MS_MIN, MS_MAX = 1e11, 9e12
@@ -54,6 +57,7 @@ class ParseCounters:
     malformed_messages: int = 0
     unknown_symbols: int = 0
     skipped_events: int = 0
+    ahead_of_clock: int = 0  # bars that start after the clock (plus AHEAD_NS): dropped
 
 
 @dataclass(slots=True)
@@ -158,7 +162,7 @@ class FrameParser:
         for name in ("o", "h", "l", "c", "v"):
             complete &= ~np.isnan(values[name])
         with np.errstate(invalid="ignore"):  # NaN compares False: the rule above has it
-            complete &= ~(values["v"] > VOLUME_MAX)
+            complete &= ~(np.abs(values["v"]) > VOLUME_MAX)
             for name in ("o", "h", "l", "c", "vw"):
                 complete &= ~(values[name] > PRICE_MAX)
         known = rows >= 0
@@ -200,3 +204,28 @@ def _to_ms(starts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             fits = np.isnan(out) & (scaled >= MS_MIN) & (scaled <= MS_MAX)
         out[fits] = np.floor(scaled[fits])
     return out
+
+
+def not_ahead(batch: AggregateBatch, now_ns: int, counters: ParseCounters) -> AggregateBatch | None:
+    """``batch`` without its bars that start more than ``AHEAD_NS`` after ``now_ns`` (counted);
+    None when none is left."""
+    ahead = batch.start_ns > now_ns + AHEAD_NS
+    if not ahead.any():
+        return batch
+    counters.ahead_of_clock += int(ahead.sum())
+    keep = np.flatnonzero(~ahead)
+    if not len(keep):
+        return None
+    return AggregateBatch(
+        kind=batch.kind,
+        symbol_index=batch.symbol_index[keep],
+        start_ns=batch.start_ns[keep],
+        open=batch.open[keep],
+        high=batch.high[keep],
+        low=batch.low[keep],
+        close=batch.close[keep],
+        volume=batch.volume[keep],
+        vwap=batch.vwap[keep],
+        trades=batch.trades[keep],
+        ts_init_ns=batch.ts_init_ns,
+    )
