@@ -12,6 +12,7 @@ import enum
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -115,6 +116,22 @@ class AggregateBatch:
     @property
     def end_ns(self) -> Int64Array:
         return self.start_ns + int(self.kind) * NS_PER_SECOND
+
+    def take(self, index: npt.NDArray[np.integer[Any]]) -> AggregateBatch:
+        """The rows at ``index`` (positions), in that order, as a batch of the same kind."""
+        return AggregateBatch(
+            kind=self.kind,
+            symbol_index=self.symbol_index[index],
+            start_ns=self.start_ns[index],
+            open=self.open[index],
+            high=self.high[index],
+            low=self.low[index],
+            close=self.close[index],
+            volume=self.volume[index],
+            vwap=self.vwap[index],
+            trades=self.trades[index],
+            ts_init_ns=self.ts_init_ns,
+        )
 
 
 @dataclass(frozen=True, slots=True)

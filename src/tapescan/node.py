@@ -482,6 +482,8 @@ class Node:
         except FatalError:  # a refused key: its own line and exit code
             raise
         except Exception as error:
+            if self._stopping.is_set():  # a request the stop interrupted (feed.interrupt)
+                return
             # Nothing useful can be served without history: end the process with one line.
             log.debug("warm-up failed", exc_info=True)
             first_line = next(iter(str(error).splitlines()), type(error).__name__)
@@ -660,6 +662,7 @@ class Node:
         stopper.cancel()
         broken.cancel()
         self._stopping.set()  # a warm-up thread ends at its next step
+        self.feed.interrupt()  # and one waiting on the network (a REST retry) at once
         if self.tasks.failure is not None:
             log.error("stopping: a task failed (%s)", self.tasks.failure)
         server.should_exit = True

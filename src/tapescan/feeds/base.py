@@ -48,6 +48,11 @@ class Feed(Protocol):
         """The feed's connection details for health (a live feed's socket), or None."""
         ...
 
+    def interrupt(self) -> None:
+        """The process is stopping: end network waits now (a request retrying, a backfill),
+        from any thread; what is in flight ends within its timeout."""
+        ...
+
     def events(
         self, clock: Clock, start_ns: int, end_ns: int | None = None, resume_ns: int | None = None
     ) -> AsyncGenerator[FeedEvent, None]:

@@ -70,13 +70,16 @@ class GcPauses:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts, totals and maxima per generation, and the recent long pauses."""
+        # a copy first: a collection (and its callback appending here) can start inside the
+        # loop below, which allocates, and a deque changed while iterated raises
+        recent = tuple(self.recent)
         return {
             "collections": list(self.collections),
             "pause_ms_total": [round(ns / 1e6, 3) for ns in self.total_ns],
             "pause_ms_max": [round(ns / 1e6, 3) for ns in self.max_ns],
             "long_pauses": [
                 {"at_ns": p.at_ns, "generation": p.generation, "ms": p.ms, "collected": p.collected}
-                for p in self.recent
+                for p in recent
             ],
             "frozen_objects": gc.get_freeze_count(),
         }

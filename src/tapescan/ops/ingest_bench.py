@@ -113,6 +113,8 @@ def bench_ingest_massive(
     calendar: MarketCalendar,
     progress: Progress,
 ) -> dict[str, Any]:
+    """The same frames as ``bench ingest``, sent by the fake server over the socket to the
+    live feed, ``repeats`` times (a fresh feed and state each time)."""
     market = SimMarket(seed, symbols, calendar)
     frames = massive_frames(market, day, seconds, events_per_frame, progress)
     events = sum(frame.count(b'"ev":"A"') for frame in frames)

@@ -403,7 +403,7 @@ class MarketState:
             if len(batch) >= SPLIT_ROWS_PER_START * len(groups):
                 # Many symbols per start (today's bars read back, a backfill): one start at a
                 # time takes the fast path and ends the same as the whole batch in time order.
-                return sum(self._apply_one(_take(batch, group)) for group in groups)
+                return sum(self._apply_one(batch.take(group)) for group in groups)
         return self._apply_one(batch)
 
     def _apply_one(self, batch: AggregateBatch) -> int:
@@ -718,19 +718,3 @@ def _by_start(starts: IntArray) -> list[IntArray]:
     order = np.argsort(starts, kind="stable")
     cuts = np.flatnonzero(np.diff(starts[order])) + 1
     return np.split(order, cuts)
-
-
-def _take(batch: AggregateBatch, index: IntArray) -> AggregateBatch:
-    return AggregateBatch(
-        kind=batch.kind,
-        symbol_index=batch.symbol_index[index],
-        start_ns=batch.start_ns[index],
-        open=batch.open[index],
-        high=batch.high[index],
-        low=batch.low[index],
-        close=batch.close[index],
-        volume=batch.volume[index],
-        vwap=batch.vwap[index],
-        trades=batch.trades[index],
-        ts_init_ns=batch.ts_init_ns,
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -300,3 +301,26 @@ def test_a_restart_after_a_stop_during_todays_backfill_takes_every_ticker_from_0
             again.stop()
     finally:
         slow.stop()
+
+
+def test_ctrl_c_while_the_rest_api_is_down_in_the_warm_up_ends_the_run_at_once(
+    tmp_path: Path,
+) -> None:
+    """REST gone mid-warm-up: requests retry with waits of up to 30 s; a Ctrl-C ends them."""
+    fake = FakeProcess(tmp_path)
+    server = Server(tmp_path, "--feed", "massive", "--start", fake.now(), env=fake.env())
+    try:
+        server.health(lambda h: h["scans"]["warmup_done"] > 100, timeout_s=120)
+        fake.stop()  # REST answers nothing now: every request is retried after a wait
+        server.health(lambda h: h["feed"]["connection"]["rest"]["retries"] >= 8, timeout_s=60)
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        _, stderr = server.process.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        server.stop()
+        fake.stop()
+    assert took < 3.0, stderr
+    assert server.process.returncode == 0, stderr
+    assert "warm-up failed" not in stderr
+    assert "Traceback" not in stderr

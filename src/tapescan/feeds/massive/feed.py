@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
+import threading
 from asyncio import FIRST_COMPLETED
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
@@ -112,6 +113,7 @@ class MassiveFeed:
         self.client: MassiveClient | None = None  # while events() runs: for health
         self.rest_counters = RestCounters()  # every REST request of this process
         self.backfill = BackfillCounters()  # minute bars taken from REST for the socket's gaps
+        self._stop = threading.Event()  # interrupt(): REST retries end at once
 
     @classmethod
     def open(cls, config: MassiveConfig, calendar: MarketCalendar) -> MassiveFeed:
@@ -165,7 +167,7 @@ class MassiveFeed:
         done = 0
         if on_step is not None:
             on_step(0, total)
-        rest = MassiveRest(self.config.api_key, self.config.rest_url, counters=self.rest_counters)
+        rest = self._rest()
         with rest, ThreadPoolExecutor(REQUEST_THREADS, "massive-rest") as pool:
             for day in days:
                 daily = grouped_daily(rest, day, self._universe)
@@ -332,7 +334,16 @@ class MassiveFeed:
             # the client stays for health: its counters and last error outlive the session
 
     def _rest(self) -> MassiveRest:
-        return MassiveRest(self.config.api_key, self.config.rest_url, counters=self.rest_counters)
+        return MassiveRest(
+            self.config.api_key,
+            self.config.rest_url,
+            counters=self.rest_counters,
+            stop=self._stop,
+        )
+
+    def interrupt(self) -> None:
+        """The process is stopping: REST requests are not retried or made again."""
+        self._stop.set()
 
 
 def _feed_state(client: MassiveClient) -> FeedState:

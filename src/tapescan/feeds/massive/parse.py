@@ -214,18 +214,4 @@ def not_ahead(batch: AggregateBatch, now_ns: int, counters: ParseCounters) -> Ag
         return batch
     counters.ahead_of_clock += int(ahead.sum())
     keep = np.flatnonzero(~ahead)
-    if not len(keep):
-        return None
-    return AggregateBatch(
-        kind=batch.kind,
-        symbol_index=batch.symbol_index[keep],
-        start_ns=batch.start_ns[keep],
-        open=batch.open[keep],
-        high=batch.high[keep],
-        low=batch.low[keep],
-        close=batch.close[keep],
-        volume=batch.volume[keep],
-        vwap=batch.vwap[keep],
-        trades=batch.trades[keep],
-        ts_init_ns=batch.ts_init_ns,
-    )
+    return batch.take(keep) if len(keep) else None

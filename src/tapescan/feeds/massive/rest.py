@@ -51,6 +51,10 @@ class MassiveRestError(FeedError):
     """A request failed for good (after its retries); the message names the endpoint."""
 
 
+class RestInterruptedError(MassiveRestError):
+    """The process is stopping (``MassiveFeed.interrupt``): the request was not made again."""
+
+
 @dataclass(slots=True)
 class RestCounters:
     requests: int = 0
@@ -73,6 +77,7 @@ class MassiveRest:
         sleep: Callable[[float], None] = time.sleep,
         on_request: Callable[[], None] | None = None,
         counters: RestCounters | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise MassiveFatalError(f"not an HTTP URL for the Massive REST API: {base_url}")
@@ -82,6 +87,7 @@ class MassiveRest:
         self._backoff_cap_s = backoff_cap_s
         self._sleep = sleep
         self._on_request = on_request
+        self._stop = stop  # set: no new attempt, and a retry's wait ends (RestInterruptedError)
         self._lock = threading.Lock()  # the client is shared by the warm-up's request threads
         self._http = httpx.Client(
             headers={"Authorization": f"Bearer {api_key}", "Accept-Encoding": "gzip"},
@@ -133,6 +139,8 @@ class MassiveRest:
         for attempt in range(1, self._attempts + 1):
             if self._on_request is not None:
                 self._on_request()  # where a stop request ends the warm-up
+            if self._stop is not None and self._stop.is_set():
+                raise RestInterruptedError(f"{family}: stopped")
             with self._lock:
                 self.counters.requests += 1
                 self.counters.by_path[family] = self.counters.by_path.get(family, 0) + 1
@@ -165,7 +173,11 @@ class MassiveRest:
             with self._lock:
                 self.counters.retries += 1
             pause = min(self._backoff_cap_s, retry_after if retry_after is not None else wait)
-            self._sleep(pause)
+            if self._stop is not None:
+                if self._stop.wait(pause):
+                    raise RestInterruptedError(f"{family}: stopped while waiting to retry")
+            else:
+                self._sleep(pause)
             wait = min(self._backoff_cap_s, wait * 2)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 

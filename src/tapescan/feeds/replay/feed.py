@@ -173,6 +173,9 @@ class ReplayFeed:
         """No connection to report (health's feed ``connection`` is null)."""
         return None
 
+    def interrupt(self) -> None:
+        """Nothing waits on a network here."""
+
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
         """Daily bars of the last 40 file dates and slot volume of the last 10 sessions before.
 

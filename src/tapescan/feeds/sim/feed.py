@@ -59,6 +59,9 @@ class SimFeed:
         """No connection to report (health's feed ``connection`` is null)."""
         return None
 
+    def interrupt(self) -> None:
+        """Nothing waits on a network here."""
+
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
         """Daily bars of the 40 sessions before ``session`` and slot volume of the last 10.
 
