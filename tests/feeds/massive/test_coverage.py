@@ -84,3 +84,20 @@ def test_a_mark_that_cannot_be_written_is_a_warning_not_a_failure(
         coverage.start(DAY, PRE_OPEN)
     assert "cannot write" in caplog.text
     assert coverage.until_ns == PRE_OPEN
+
+
+def test_a_run_live_since_before_the_session_is_complete_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "coverage.json"
+    coverage = Coverage(path)  # started before 04:00: no session yet, nothing kept
+    coverage.session_seen(DAY, PRE_OPEN, live_since_before=True)
+    coverage.socket_bar(PRE_OPEN + 2 * M, socket_live=True)
+    assert kept(path) == PRE_OPEN + 2 * M
+    # the next day, after a night's drop whose gap (from 04:00) is still being filled
+    tomorrow = DAY + dt.timedelta(days=1)
+    coverage.gap_opened(PRE_OPEN + 1440 * M)
+    coverage.session_seen(tomorrow, PRE_OPEN + 1440 * M, live_since_before=True)
+    coverage.socket_bar(PRE_OPEN + 1500 * M, socket_live=True)
+    data = json.loads(path.read_text())
+    assert data == {"session": tomorrow.isoformat(), "complete_until_ns": PRE_OPEN + 1440 * M}
+    coverage.gap_filled(PRE_OPEN + 1440 * M, PRE_OPEN + 1499 * M, failed=False)
+    assert json.loads(path.read_text())["complete_until_ns"] == PRE_OPEN + 1500 * M

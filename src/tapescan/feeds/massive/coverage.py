@@ -51,6 +51,14 @@ class Coverage:
         self.until_ns = from_ns
         self._save()
 
+    def session_seen(self, session: dt.date, pre_open_ns: int, live_since_before: bool) -> None:
+        """A socket bar during ``session``: a session the mark is not about yet (the run began
+        before 04:00 ET, or runs across days) is complete from its start when the socket has
+        been live since before it began; else nothing is sure yet."""
+        if session != self.session:  # gaps still open keep the mark at their start
+            self._socket_ns = 0
+            self.start(session, pre_open_ns if live_since_before else -1)
+
     def gap_opened(self, from_ns: int) -> None:
         self._open_gaps.append(from_ns)
         self._move(min(self.until_ns, from_ns))

@@ -319,6 +319,11 @@ class MassiveFeed:
                                 continue
                             newest_ns = max(newest_ns, batch.ts_event_ns)
                             if batch.kind is AggregateKind.MINUTE or not minute_bars_live:
+                                times_now = self.calendar.session_in_progress(now)
+                                if times_now is not None:
+                                    coverage.session_seen(
+                                        times_now.date, times_now.pre_open_ns, left_ns is None
+                                    )
                                 end = batch.ts_event_ns
                                 coverage.socket_bar(
                                     end if minute_bars_live else end - end % NS_PER_MINUTE,
