@@ -28,7 +28,7 @@ def test_a_start_gap_holds_the_mark_at_its_start_until_it_is_filled(tmp_path: Pa
     coverage = Coverage(path)
     live = PRE_OPEN + 360 * M + 20 * 10**9  # 10:00:20
     coverage.start(DAY, live - live % M)
-    coverage.gap_opened(PRE_OPEN)
+    coverage.gap_opened(PRE_OPEN, PRE_OPEN + 360 * M)
     assert kept(path) == PRE_OPEN
     coverage.socket_bar(PRE_OPEN + 361 * M, socket_live=True)  # the socket's 10:00 bar
     assert kept(path) == PRE_OPEN  # some tickers' early minutes may still be missing
@@ -49,7 +49,7 @@ def test_a_drop_moves_the_mark_back_until_its_gap_is_filled(tmp_path: Path) -> N
     coverage.socket_left(PRE_OPEN + 399 * M)  # the minute before the drop
     assert kept(path) == PRE_OPEN + 399 * M
     coverage.socket_bar(PRE_OPEN + 402 * M, socket_live=False)  # not live: proves nothing
-    coverage.gap_opened(PRE_OPEN + 399 * M)
+    coverage.gap_opened(PRE_OPEN + 399 * M, PRE_OPEN + 403 * M)
     coverage.socket_bar(PRE_OPEN + 404 * M, socket_live=True)  # live again, gap still open
     assert kept(path) == PRE_OPEN + 399 * M
     coverage.gap_filled(PRE_OPEN + 399 * M, PRE_OPEN + 403 * M, failed=True)
@@ -94,10 +94,36 @@ def test_a_run_live_since_before_the_session_is_complete_from_its_start(tmp_path
     assert kept(path) == PRE_OPEN + 2 * M
     # the next day, after a night's drop whose gap (from 04:00) is still being filled
     tomorrow = DAY + dt.timedelta(days=1)
-    coverage.gap_opened(PRE_OPEN + 1440 * M)
+    coverage.gap_opened(PRE_OPEN + 1440 * M, PRE_OPEN + 1499 * M)
     coverage.session_seen(tomorrow, PRE_OPEN + 1440 * M, live_since_before=True)
     coverage.socket_bar(PRE_OPEN + 1500 * M, socket_live=True)
     data = json.loads(path.read_text())
     assert data == {"session": tomorrow.isoformat(), "complete_until_ns": PRE_OPEN + 1440 * M}
     coverage.gap_filled(PRE_OPEN + 1440 * M, PRE_OPEN + 1499 * M, failed=False)
     assert json.loads(path.read_text())["complete_until_ns"] == PRE_OPEN + 1500 * M
+
+
+def test_a_gap_queued_behind_another_stays_open_when_the_first_is_filled(tmp_path: Path) -> None:
+    path = tmp_path / "coverage.json"
+    coverage = Coverage(path)
+    coverage.start(DAY, PRE_OPEN + 360 * M)
+    coverage.gap_opened(PRE_OPEN, PRE_OPEN + 360 * M)  # today's bars, 04:00-10:00
+    coverage.socket_left(PRE_OPEN + 359 * M)  # a drop at 10:00:30
+    coverage.gap_opened(PRE_OPEN + 359 * M, PRE_OPEN + 365 * M)  # its gap, 09:59-10:05
+    coverage.gap_filled(PRE_OPEN, PRE_OPEN + 360 * M, failed=False)
+    coverage.socket_bar(PRE_OPEN + 380 * M, socket_live=True)
+    assert kept(path) == PRE_OPEN + 359 * M  # the drop's gap is still being filled
+    coverage.gap_filled(PRE_OPEN + 359 * M, PRE_OPEN + 365 * M, failed=False)
+    assert kept(path) == PRE_OPEN + 380 * M
+
+
+def test_a_gap_that_failed_yesterday_does_not_hold_todays_mark(tmp_path: Path) -> None:
+    path = tmp_path / "coverage.json"
+    coverage = Coverage(path)
+    coverage.start(DAY, PRE_OPEN + 360 * M)
+    coverage.gap_opened(PRE_OPEN + 400 * M, PRE_OPEN + 410 * M)
+    coverage.gap_filled(PRE_OPEN + 400 * M, PRE_OPEN + 410 * M, failed=True)
+    tomorrow = DAY + dt.timedelta(days=1)
+    coverage.session_seen(tomorrow, PRE_OPEN + 1440 * M, live_since_before=True)
+    coverage.socket_bar(PRE_OPEN + 1450 * M, socket_live=True)
+    assert json.loads(path.read_text())["complete_until_ns"] == PRE_OPEN + 1450 * M

@@ -32,7 +32,7 @@ class Coverage:
     session: dt.date | None = None
     until_ns: int = 0
     _saved_ns: int = -1
-    _open_gaps: list[int] = field(default_factory=list)  # from_ns of gaps not filled yet
+    _open_gaps: list[tuple[int, int]] = field(default_factory=list)  # gaps not filled yet
     _socket_ns: int = 0  # complete up to here from the socket since it was last live again
 
     def resume_ns(self, session: dt.date, stored_ns: int | None) -> int | None:
@@ -55,21 +55,25 @@ class Coverage:
         """A socket bar during ``session``: a session the mark is not about yet (the run began
         before 04:00 ET, or runs across days) is complete from its start when the socket has
         been live since before it began; else nothing is sure yet."""
-        if session != self.session:  # gaps still open keep the mark at their start
+        if session != self.session:  # this session's gaps still open keep the mark at them
+            self._open_gaps = [g for g in self._open_gaps if g[0] >= pre_open_ns]
             self._socket_ns = 0
             self.start(session, pre_open_ns if live_since_before else -1)
 
-    def gap_opened(self, from_ns: int) -> None:
-        self._open_gaps.append(from_ns)
+    def gap_opened(self, from_ns: int, to_ns: int) -> None:
+        self._open_gaps.append((from_ns, to_ns))
         self._move(min(self.until_ns, from_ns))
 
     def gap_filled(self, from_ns: int, to_ns: int, failed: bool) -> None:
         """A gap is done; a failed one stays open (a restart asks for it again)."""
         if failed:
             return
-        self._open_gaps = [g for g in self._open_gaps if not from_ns <= g <= to_ns]
+        # the gaps it covers whole (a gap queued behind it may overlap its end: not covered)
+        self._open_gaps = [g for g in self._open_gaps if not (from_ns <= g[0] and g[1] <= to_ns)]
         if not self._open_gaps:  # the gap ends where the socket was live again
             self._move(max(self.until_ns, to_ns, self._socket_ns))
+        else:  # before the earliest gap still open, every minute is in (a gap's or live)
+            self._move(max(self.until_ns, min(g[0] for g in self._open_gaps)))
 
     def socket_bar(self, complete_ns: int, socket_live: bool) -> None:
         """The live socket brought every minute before ``complete_ns`` (the end of its newest

@@ -266,7 +266,7 @@ class MassiveFeed:
             if times is not None:
                 coverage.start(times.date, live_ns - live_ns % NS_PER_MINUTE)
                 if today is not None:
-                    coverage.gap_opened(today.from_ns)
+                    coverage.gap_opened(today.from_ns, today.to_ns)
             if today is None:
                 # a socket has no past: the catch-up is over (a wait for an instant to come
                 # says so)
@@ -287,7 +287,7 @@ class MassiveFeed:
                         elif item is LinkState.LIVE and left_ns is not None:
                             gap = reconnect_gap(self.calendar, left_ns, now, minute_bars_live)
                             if gap is not None:
-                                coverage.gap_opened(gap.from_ns)
+                                coverage.gap_opened(gap.from_ns, gap.to_ns)
                                 backfill.request(gap)
                             left_ns = None
                         yield _status_of(item, now)
@@ -324,7 +324,7 @@ class MassiveFeed:
                                     coverage.session_seen(
                                         times_now.date, times_now.pre_open_ns, left_ns is None
                                     )
-                                end = batch.ts_event_ns
+                                end = min(batch.ts_event_ns, now)  # never past the clock
                                 coverage.socket_bar(
                                     end if minute_bars_live else end - end % NS_PER_MINUTE,
                                     client.state is LinkState.LIVE,
