@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import gc
 import multiprocessing
-import statistics
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -35,7 +34,14 @@ from tapescan.feeds.sim.generator import SimMarket
 from tapescan.market.calendar import MarketCalendar, et_to_ns
 from tapescan.market.clock import FastClock
 from tapescan.model import AggregateBatch, FeedState, FeedStatus
-from tapescan.ops.bench import Progress, machine, massive_frames
+from tapescan.ops.bench import (
+    Progress,
+    frame_events,
+    frames_inputs,
+    machine,
+    massive_frames,
+    spread,
+)
 from tapescan.state.market_state import MarketState
 
 KEY = "tapescan-bench-key"
@@ -117,7 +123,7 @@ def bench_ingest_massive(
     live feed, ``repeats`` times (a fresh feed and state each time)."""
     market = SimMarket(seed, symbols, calendar)
     frames = massive_frames(market, day, seconds, events_per_frame, progress)
-    events = sum(frame.count(b'"ev":"A"') for frame in frames)
+    events = frame_events(frames)
     context = multiprocessing.get_context("spawn")
     rates: list[float] = []
     cpu_rates: list[float] = []
@@ -160,25 +166,11 @@ def bench_ingest_massive(
         "feed": "massive",
         "machine": machine(),
         "inputs": {
-            "symbols": symbols,
-            "frames": len(frames),
-            "events": events,
-            "events_per_frame": round(events / len(frames), 1),
-            "bytes": sum(map(len, frames)),
-            "repeats": repeats,
-            "format": "Massive stocks WebSocket A messages (JSON)",
+            **frames_inputs(symbols, frames, events, repeats),
             "path": "fake server (child process) -> 127.0.0.1 WebSocket -> MassiveClient -> "
             "FrameParser.parse_many -> MassiveFeed.events -> MarketState.apply",
         },
-        "events_per_second": {
-            "median": statistics.median(rates),
-            "min": min(rates),
-            "max": max(rates),
-        },
-        "events_per_cpu_second": {
-            "median": statistics.median(cpu_rates),
-            "min": min(cpu_rates),
-            "max": max(cpu_rates),
-        },
+        "events_per_second": spread(rates),
+        "events_per_cpu_second": spread(cpu_rates),
         "target": {"events_per_second_at_least": 300_000},
     }

@@ -32,7 +32,9 @@ class Coverage:
     session: dt.date | None = None
     until_ns: int = 0
     _saved_ns: int = -1
-    _open_gaps: list[tuple[int, int]] = field(default_factory=list)  # gaps not filled yet
+    # gaps not filled yet: one per drop at most, cleared when filled or at the next session
+    # (a socket dropping every 30 s all day with REST down: ~2,000 pairs, ~200 KB)
+    _open_gaps: list[tuple[int, int]] = field(default_factory=list)
     _socket_ns: int = 0  # complete up to here from the socket since it was last live again
 
     def resume_ns(self, session: dt.date, stored_ns: int | None) -> int | None:
