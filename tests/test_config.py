@@ -1,4 +1,5 @@
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,23 @@ def test_a_missing_or_malformed_config_file_is_a_clear_error(tmp_path: Path) -> 
     bad.write_text("port = = 3\n")
     with pytest.raises(ConfigError, match=r"config file .*bad\.toml"):
         load_settings(config_file=bad)
+
+
+def test_a_faster_clock_on_the_massive_feed_is_only_for_a_fake_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with warnings.catch_warnings():
+        # uvicorn's legacy WebSocket module warns on import (see api/ws_transport.py)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from tapescan.node import massive_config  # noqa: PLC0415 - the node's own check
+
+    monkeypatch.setenv("MASSIVE_API_KEY", "k")
+    local = {"massive_ws_url": "ws://127.0.0.1:8100", "massive_rest_url": "http://localhost:8101"}
+    assert massive_config(load_settings({"feed": "massive", "speed": "60", **local})).api_key == "k"
+    for overrides in (
+        {"speed": "60"},  # Massive itself
+        {"speed": "60", "massive_ws_url": "ws://127.0.0.1:8100"},  # REST still remote
+        {"speed": "max", **local},  # a live socket is never replayed flat out
+    ):
+        with pytest.raises(ConfigError, match="only a fake Massive on 127"):
+            massive_config(load_settings({"feed": "massive", **overrides}))

@@ -51,6 +51,13 @@ def fake_massive(
         int | None,
         typer.Option(help="Fault: drop the first connection without a close after N frames."),
     ] = None,
+    drop_at: Annotated[
+        str | None,
+        typer.Option(
+            help="Fault: cut every connection without a close (1006) when the served market "
+            "passes this instant, ISO 8601 with offset."
+        ),
+    ] = None,
     stall_after: Annotated[
         int | None,
         typer.Option(help="Fault: the first connection gets no more data after N frames."),
@@ -115,16 +122,8 @@ def fake_massive(
     # never the environment's MASSIVE_API_KEY: it may be a real key, and the fake prints its own
     chosen_key = key or DEFAULT_KEY
     calendar = market_calendar()
-    if start is None:
-        start_ns = time.time_ns()
-    else:
-        try:
-            instant = dt.datetime.fromisoformat(start)
-        except ValueError:
-            _fail(f"--start {start!r} is not an ISO 8601 instant")
-        if instant.tzinfo is None:
-            _fail("--start needs a UTC offset, like 2026-11-24T15:00:00+00:00")
-        start_ns = int(instant.timestamp() * 1e9)
+    start_ns = time.time_ns() if start is None else _instant_ns("--start", start)
+    drop_at_ns = None if drop_at is None else _instant_ns("--drop-at", drop_at)
     try:
         rest_listener = bind(rest_port if rest_port is not None else (port + 1 if port else 0))
     except OSError as error:
@@ -133,6 +132,7 @@ def fake_massive(
     if start_ns >= calendar.session(session).post_close_ns:
         session = calendar.next_session(session)
     market = FakeMarket(SimMarket(seed, symbols, calendar), session, second_aggregates, corrections)
+    market.drop_at_ns = drop_at_ns
     _err.print(f"fake-massive: drawing the history before {session} ...", highlight=False)
     market.draw_history()
     clock = make_clock(start_ns, speed)
@@ -178,3 +178,13 @@ def fake_massive(
     except OSError as error:
         _fail(f"cannot serve: {error.strerror or error}")
     _err.print("fake-massive: stopped", highlight=False)
+
+
+def _instant_ns(option: str, text: str) -> int:
+    try:
+        instant = dt.datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"{option} {text!r} is not an ISO 8601 instant")
+    if instant.tzinfo is None:
+        _fail(f"{option} needs a UTC offset, like 2026-11-24T15:00:00+00:00")
+    return int(instant.timestamp() * 1e9)

@@ -145,6 +145,30 @@ class HaltEvent:
     ts_init_ns: int = 0
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class BandBatch:
+    """Limit Up-Limit Down price bands published at ``ts_event_ns`` for some symbols: trades
+    outside ``[lower, upper]`` are not allowed while the regular session is open."""
+
+    symbol_index: Int32Array
+    upper: Float64Array
+    lower: Float64Array
+    ts_event_ns: int
+    ts_init_ns: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.symbol_index)
+        for name in ("upper", "lower"):
+            if len(getattr(self, name)) != n:
+                rows = len(getattr(self, name))
+                raise ValueError(f"BandBatch column {name} has {rows} rows, expected {n}")
+        for name in ("symbol_index", "upper", "lower"):
+            _frozen(getattr(self, name))
+
+    def __len__(self) -> int:
+        return len(self.symbol_index)
+
+
 @dataclass(frozen=True, slots=True)
 class FeedStatus:
     state: FeedState
@@ -154,7 +178,7 @@ class FeedStatus:
     progress: tuple[int, int] | None = None  # (done, total) of a step of the catch-up
 
 
-FeedEvent = AggregateBatch | HaltEvent | FeedStatus
+FeedEvent = AggregateBatch | HaltEvent | BandBatch | FeedStatus
 
 
 def stamped(batch: AggregateBatch, ts_init_ns: int | None = None) -> AggregateBatch:

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,7 +63,7 @@ from tapescan.store.recorder import Recorder, RecorderLimits
 from tapescan.store.records import daily_bar_rows, minute_bar_rows, slot_volume_rows
 from tapescan.store.retention import RetentionStep, retire
 from tapescan.store.tables import DAILY_BARS, SYMBOLS, conform
-from tapescan.store.warm import last_sequences, today_from_store, warmup_from_store
+from tapescan.store.warm import last_sequences, stored_details, today_from_store, warmup_from_store
 from tapescan.tasks import FatalError, TaskGroup
 
 if TYPE_CHECKING:
@@ -93,14 +94,23 @@ def build_feed(settings: Settings, calendar: MarketCalendar) -> Feed:
 
 DELAYED_WS_URL = "wss://delayed.massive.com/stocks"
 KEY_VARIABLES = ("MASSIVE_API_KEY", "POLYGON_API_KEY")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def massive_config(settings: Settings) -> MassiveConfig:
     """Where and how to reach Massive; the key comes from the environment only."""
     from tapescan.feeds.massive.feed import MassiveConfig  # noqa: PLC0415
 
-    if settings.speed != 1.0:
-        raise ConfigError("feed 'massive' is live data: it runs at 1x (leave --speed out)")
+    local = all(
+        urllib.parse.urlsplit(url).hostname in LOOPBACK_HOSTS
+        for url in (settings.massive_ws_url, settings.massive_rest_url)
+    )
+    if settings.speed is None or (settings.speed != 1.0 and not local):
+        # a faster clock is for `tapescan fake-massive --speed X` on this machine
+        raise ConfigError(
+            "feed 'massive' is live data: it runs at 1x (leave --speed out; only a fake "
+            "Massive on 127.0.0.1 can run faster, with the same --speed as its own)"
+        )
     key = next((os.environ[v].strip() for v in KEY_VARIABLES if os.environ.get(v, "").strip()), "")
     if not key:
         raise ConfigError(
@@ -221,6 +231,7 @@ class Recovery:
     """Where this process's state came from at start (reported by /api/v1/health)."""
 
     warmup_source: str = ""  # "store" or "feed"
+    details_source: str = ""  # where the day's reference details came from (a live feed's)
     recovered_bars: int = 0
     resume_ns: int | None = None
 
@@ -246,9 +257,9 @@ class Node:
         self.state.load_reference(reference)
         self.universe = self.feed.universe
         self.registry = ScanRegistry(settings.scans_file, settings.data_dir / "user_scans.json")
-        self.scanner = Scanner(
-            self.state, self.registry.definitions(), text_columns(self.universe, reference)
-        )
+        # symbol, name, exchange, sector: one dict, shared with the scans (details replace it)
+        self._text = text_columns(self.universe, reference)
+        self.scanner = Scanner(self.state, self.registry.definitions(), self._text)
         self.registry.on_change(self._scans_changed)
         self.hub = Hub(
             self._snapshot_of,
@@ -264,7 +275,6 @@ class Node:
         self.gc_pauses = GcPauses()
         self._columns: dict[str, np.ndarray] | None = None
         self._columns_asof_ns = 0
-        self._text = text_columns(self.universe, reference)
         self._last_status: tuple[Any, ...] | None = None  # what, changed, is broadcast at once
         self._last_status_at = 0.0
         self.store: Store = open_store(settings)
@@ -396,8 +406,8 @@ class Node:
     def _warm_up(self) -> None:
         """Warm-up history from the store when it has it, else from the feed (stored as it
         comes), into state one session at a time."""
+        self.store.write("symbols", conform(SYMBOLS, _reference_rows(self._with_details())))
         self.stats.warmup_step = "reading history from the store"
-        self.store.write("symbols", conform(SYMBOLS, _reference_rows(self.feed.reference())))
         warmup = warmup_from_store(
             self.store, self.calendar, self.session, self.universe, self._warmup_step
         )
@@ -409,6 +419,19 @@ class Node:
             warmup = Warmup(feed_warmup.session, self._stored(feed_warmup.sessions))
             self.recovery.warmup_source = "feed"
         self.state.load_warmup(warmup)
+
+    def _with_details(self) -> pa.Table:
+        """The feed's reference, with the day's details where the feed has them apart (taken
+        from the store when it took them today already), loaded into state and the scans."""
+        self.stats.warmup_step = f"reference details from the {self.feed.name} feed"
+        stored = stored_details(self.store, self.session)
+        details = self.feed.details(self.session, stored, self._warmup_step)
+        if details is None:
+            return self.feed.reference()
+        self.state.load_reference(details.table)
+        self._text.update(text_columns(self.universe, details.table))
+        self.recovery.details_source = details.source
+        return details.table
 
     def _stored(self, sessions: Iterable[WarmupSession]) -> Iterator[WarmupSession]:
         """The feed's warm-up sessions, each written to the store on its way to state (a
@@ -530,15 +553,23 @@ class Node:
         self.stats.feed_finished = True
 
     def _apply(self, event: FeedEvent) -> None:
-        self.state.apply_event(event)
+        if not isinstance(event, AggregateBatch):
+            self.state.apply_event(event)
+            self.monitor.observe(event, self.clock.now_ns())
+            self._close_session_if_over()
+            return
+        applied = self.state.upsert(event)
         self.monitor.observe(event, self.clock.now_ns())
         self._close_session_if_over()
-        if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
-            keep = self.state.valid_mask(event)
+        if event.kind is AggregateKind.MINUTE:
+            # what state applied, as it applied it: a duplicate is not stored again, and a
+            # correction replaces the bar it corrects
+            keep = applied.applied
             if keep.any():
                 session = self.state.times.date
                 self.recorder.put(
-                    "minute_bars", minute_bar_rows(event, keep, session, self._symbols)
+                    "minute_bars",
+                    minute_bar_rows(event, keep, session, self._symbols, applied.corrected),
                 )
 
     async def _store_keeps_up(self) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from tapescan.feeds.base import Feed
 from tapescan.indicators.catalog import COLUMNS, Kind
@@ -61,7 +62,20 @@ async def replay_report(
     symbols: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     state = await state_at(feed, calendar, until_ns)
-    text = text_columns(feed.universe, feed.reference())
+    return scan_report(state, feed.reference(), until_ns, scans, symbols)
+
+
+def scan_report(
+    state: MarketState,
+    reference: pa.Table,
+    until_ns: int,
+    scans: Sequence[ScanDefinition],
+    symbols: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Every scan on ``state`` at ``until_ns``, and the columns of ``symbols`` (default: every
+    symbol in a scan), as `replay --until` prints them."""
+    universe = state.universe
+    text = text_columns(universe, reference)
     scanner = Scanner(state, scans, text)
     output = scanner.cycle()
     report_scans = {}
@@ -76,9 +90,9 @@ async def replay_report(
             "rows": compiled.wire_rows(result),
         }
     if symbols is None:
-        rows = sorted(members, key=lambda i: feed.universe.symbols[i])
+        rows = sorted(members, key=lambda i: universe.symbols[i])
     else:
-        rows = [feed.universe.index_of(s) for s in symbols]
+        rows = [universe.index_of(s) for s in symbols]
         unknown = [s for s, i in zip(symbols, rows, strict=True) if i < 0]
         if unknown:
             raise KeyError(", ".join(unknown))
@@ -86,6 +100,6 @@ async def replay_report(
         "asof": ns_to_utc(until_ns).isoformat(),
         "session": {"date": state.times.date.isoformat(), "phase": output.phase},
         "scans": report_scans,
-        "symbols": {feed.universe.symbols[i]: symbol_values(output.columns, text, i) for i in rows},
+        "symbols": {universe.symbols[i]: symbol_values(output.columns, text, i) for i in rows},
         "ingest": {"accepted": state.counters.accepted, "rejected": state.counters.rejected},
     }

@@ -151,6 +151,30 @@ def test_duplicates_and_corrections_end_as_the_corrected_bars_alone(
     assert_same(state, reference(finals, UNTIL))
 
 
+@settings(max_examples=300, deadline=None)
+@given(deliveries())
+def test_what_upsert_says_it_applied_records_each_final_bar_once(
+    case: tuple[list[Bar], list[list[Bar]], list[int]],
+) -> None:
+    """As the node records minute bars: the applied rows, a correction replacing its bar."""
+    finals, batches, clock = case
+    state = MarketState(UNIVERSE, CAL, DAY)
+    stored: dict[tuple[int, int], Bar] = {}
+    for bars, now in zip(batches, clock, strict=True):
+        applied = state.upsert(to_batch(bars))
+        for k, bar in enumerate(bars):
+            key = (bar.row, bar.start_ns)
+            if applied.corrected[k]:
+                assert key in stored, "a correction of a bar never recorded"
+            elif applied.new[k] or applied.replaced[k]:
+                assert key not in stored, "a second row for one bar"
+            else:
+                continue  # a duplicate: nothing to record
+            stored[key] = bar
+        state.advance_to(now)
+    assert stored == {(b.row, b.start_ns): b for b in finals}
+
+
 @st.composite
 def batch_streams(draw: st.DrawFn) -> list[tuple[AggregateKind, list[Bar]]]:
     stream = []

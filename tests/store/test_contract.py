@@ -11,7 +11,7 @@ import pytest
 from tapescan.store.base import Store, StoreError
 from tapescan.store.migrations import LATEST_VERSION
 from tapescan.store.postgres import PostgresStore
-from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SCAN_EVENTS, TABLES
+from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, REPLACES, SCAN_EVENTS, TABLES
 
 DAY = dt.date(2026, 11, 24)
 UTC = dt.UTC
@@ -128,6 +128,38 @@ def test_replace_tables_keep_the_last_write_per_key(store: Store) -> None:
     back = store.export_session("daily_bars", DAY)
     assert back.schema == DAILY_BARS.schema
     assert back.column("close").to_pylist() == [1.75]
+
+
+def test_minute_bars_marked_as_corrections_replace_the_bars_they_correct(store: Store) -> None:
+    first = minute_bars(DAY, ["AAPL", "TSLA"], 10)
+    new = first.slice(0, 16)  # minutes 0-7 written on their own
+    corrected = first.slice(14, 6)  # minutes 7-9, two of them corrections of minute 7
+    corrected = corrected.set_column(
+        corrected.schema.get_field_index("volume"), "volume", pa.array([7, 8, 9, 10, 11, 12])
+    )
+    store.write("minute_bars", new.append_column(REPLACES, pa.array([False] * 16)))
+    # a correction of a bar written before, and in one write a bar and then its correction
+    late = first.slice(19, 1).set_column(
+        first.schema.get_field_index("volume"), "volume", pa.array([99])
+    )
+    flags = [True, True, False, False, False, False, True]
+    store.write(
+        "minute_bars", pa.concat_tables([corrected, late]).append_column(REPLACES, pa.array(flags))
+    )
+    back = store.export_session("minute_bars", DAY)
+    assert back.num_rows == first.num_rows  # each bar once
+    volumes = dict(
+        zip(
+            zip(back.column("symbol").to_pylist(), back.column("ts").to_pylist(), strict=True),
+            back.column("volume").to_pylist(),
+            strict=True,
+        )
+    )
+    keys = list(
+        zip(first.column("symbol").to_pylist(), first.column("ts").to_pylist(), strict=True)
+    )
+    assert [volumes[k] for k in keys[14:]] == [7, 8, 9, 10, 11, 99]
+    assert [volumes[k] for k in keys[:14]] == first.column("volume").to_pylist()[:14]
 
 
 def test_sessions_drop_and_export(store: Store) -> None:

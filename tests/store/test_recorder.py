@@ -41,7 +41,9 @@ class FlakyStore(Store):
         self._interrupted = threading.Event()
         self.written: dict[str, list[pa.Table]] = {}
 
-    def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+    def _append(
+        self, spec: TableSpec, table: pa.Table, replace: bool, replacing: pa.Table | None
+    ) -> None:
         if not self.up:
             raise StoreUnavailableError("flaky store is down")
         if self.hang:

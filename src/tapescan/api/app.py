@@ -83,6 +83,7 @@ class FeedHealth(BaseModel):
     batches: int
     aggregates: int
     halts: int
+    bands: int
     last_event: str | None
     lag_ms: float
     connection: dict[str, Any] | None = None  # a live feed's socket and REST counters
@@ -133,6 +134,7 @@ class StoreHealth(BaseModel):
     last_error_at: str | None
     recent_errors: list[StoreErrorRecord]  # the last distinct causes, newest first
     warmup_source: str
+    details_source: str  # "store" or "feed": the day's reference details (a live feed's)
     recovered_bars: int
 
 
@@ -199,6 +201,7 @@ def health_of(node: NodeView) -> Health:
             batches=monitor.batches,
             aggregates=monitor.aggregates,
             halts=monitor.halts,
+            bands=monitor.bands,
             last_event=ns_to_utc(monitor.last_event_ns).isoformat()
             if monitor.last_event_ns
             else None,
@@ -238,6 +241,7 @@ def health_of(node: NodeView) -> Health:
                 StoreErrorRecord(**dataclasses.asdict(r)) for r in recorder.recent_errors
             ],
             warmup_source=node.recovery.warmup_source,
+            details_source=node.recovery.details_source,
             recovered_bars=node.recovery.recovered_bars,
         ),
         clients=len(node.hub.clients),

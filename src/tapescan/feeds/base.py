@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -29,6 +30,14 @@ class FeedFatalError(FatalError):
     exit_code = 2
 
 
+@dataclass(frozen=True, slots=True)
+class Details:
+    """A day's reference details (SYMBOLS rows) and where they came from ("store", "feed")."""
+
+    table: pa.Table
+    source: str
+
+
 class Feed(Protocol):
     @property
     def name(self) -> str: ...
@@ -38,6 +47,14 @@ class Feed(Protocol):
 
     def reference(self) -> pa.Table:
         """Reference data (docs/data-formats.md) for the universe."""
+        ...
+
+    def details(
+        self, session: dt.date, stored: pa.Table, on_step: StepCallback | None = None
+    ) -> Details | None:
+        """Reference details taken for ``session`` (SYMBOLS rows, ``updated`` that day) when
+        ``reference()`` does not hold them: ``stored`` (those the store took that day) when
+        they are complete, else from the source. None: ``reference()`` has everything."""
         ...
 
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tapescan.model import AggregateBatch, FeedEvent, FeedState, FeedStatus, HaltEvent
+from tapescan.model import AggregateBatch, BandBatch, FeedEvent, FeedState, FeedStatus, HaltEvent
 
 
 @dataclass(slots=True)
@@ -15,6 +15,7 @@ class FeedMonitor:
     batches: int = 0
     aggregates: int = 0
     halts: int = 0
+    bands: int = 0  # LULD bands published (one per symbol)
     last_event_ns: int = 0
     last_lag_ns: int = 0
 
@@ -28,6 +29,8 @@ class FeedMonitor:
         elif isinstance(event, HaltEvent):
             self.halts += 1
             self._saw(event.ts_event_ns, now_ns)
+        elif isinstance(event, BandBatch):
+            self.bands += len(event)
         elif isinstance(event, FeedStatus):
             self.state, self.message = event.state, event.message
 

@@ -82,6 +82,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("float_shares", Kind.COUNT, "float (reference data); null when unknown"),
     Column("market_cap", Kind.COUNT, "market capitalisation (reference data); null when unknown"),
     Column("halted", Kind.FLAG, "true while a halt or LULD pause is in effect"),
+    Column("luld_upper", Kind.PRICE, "LULD upper band (limit up), regular hours only"),
+    Column("luld_lower", Kind.PRICE, "LULD lower band (limit down), regular hours only"),
 )
 
 BY_NAME: dict[str, Column] = {column.name: column for column in COLUMNS}

@@ -25,9 +25,12 @@ def percent_change(value: FloatArray, base: FloatArray) -> FloatArray:
 
 
 def compute_columns(state: MarketState) -> Columns:
+    """The columns at the state's instant: arrays of their own (copies where a column is a
+    state array as it is), so applying later events never changes a cycle's columns."""
     now = state.now_ns
     phase = state.times.phase_at(now)
     after_open = now >= state.times.regular_open_ns
+    banded = phase is Phase.REGULAR  # LULD bands apply 09:30-16:00 ET only
     price, prev_close = state.price, state.prev_close
 
     change = percent_change(price, prev_close)
@@ -62,29 +65,29 @@ def compute_columns(state: MarketState) -> Columns:
         rvol = spike = np.full_like(price, np.nan)
 
     return {
-        "price": price,
-        "prev_close": prev_close,
+        "price": price.copy(),
+        "prev_close": prev_close.copy(),
         "change_pct": change,
         "abs_change_pct": np.abs(change),
         "gap_pct": gap,
         "abs_gap_pct": np.abs(gap),
-        "open": state.open,
+        "open": state.open.copy(),
         "change_from_open_pct": from_open,
         "reversal_pct": reversal,
-        "close": state.close,
+        "close": state.close.copy(),
         "post_change_pct": post_change,
         "abs_post_change_pct": np.abs(post_change),
         "volume": state.volume.astype(np.float64),
-        "dollar_volume": state.dollar_volume,
+        "dollar_volume": state.dollar_volume.copy(),
         "vwap": vwap,
         "from_vwap_pct": percent_change(price, vwap),
-        "hod": state.hod,
-        "lod": state.lod,
+        "hod": state.hod.copy(),
+        "lod": state.lod.copy(),
         "from_hod_pct": percent_change(price, state.hod),
         "from_lod_pct": percent_change(price, state.lod),
-        "pm_high": state.pm_high,
-        "pm_low": state.pm_low,
-        "atr": atr,
+        "pm_high": state.pm_high.copy(),
+        "pm_low": state.pm_low.copy(),
+        "atr": atr.copy(),
         "atr_pct": np.where(
             prev_close > 0, atr / np.where(prev_close > 0, prev_close, 1.0) * 100, np.nan
         ),
@@ -95,8 +98,10 @@ def compute_columns(state: MarketState) -> Columns:
         "chg_15m_pct": percent_change(price, state.price_minutes_ago(15)),
         "vol_1m": state.volume_1m.astype(np.float64),
         "vol_spike": spike,
-        "avg_volume_20d": state.avg_volume_20d,
-        "float_shares": state.float_shares,
-        "market_cap": state.market_cap,
+        "avg_volume_20d": state.avg_volume_20d.copy(),
+        "float_shares": state.float_shares.copy(),
+        "market_cap": state.market_cap.copy(),
         "halted": state.halted.astype(np.float64),
+        "luld_upper": state.luld_upper.copy() if banded else np.full_like(price, np.nan),
+        "luld_lower": state.luld_lower.copy() if banded else np.full_like(price, np.nan),
     }

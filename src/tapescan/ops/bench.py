@@ -21,7 +21,7 @@ from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.market.calendar import MarketCalendar, et_to_ns
 from tapescan.market.clock import FastClock
-from tapescan.model import AggregateBatch, AggregateKind, HaltEvent
+from tapescan.model import AggregateBatch, AggregateKind
 from tapescan.ops.memory import release_free_memory, rss_bytes
 from tapescan.scan.library import builtin_scans
 from tapescan.scan.scanner import Scanner, text_columns
@@ -78,12 +78,9 @@ async def _feed_into(
     each: Callable[[AggregateBatch], None] | None = None,
 ) -> None:
     async for event in feed.events(FastClock(start_ns), start_ns, end_ns):
-        if isinstance(event, AggregateBatch):
-            state.apply(event)
-            if each is not None:
-                each(event)
-        elif isinstance(event, HaltEvent):
-            state.apply_halt(event)
+        state.apply_event(event)
+        if each is not None and isinstance(event, AggregateBatch):
+            each(event)
 
 
 def bench_scan(

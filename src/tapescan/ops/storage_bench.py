@@ -194,12 +194,17 @@ class _Recording:
             self.flush_events()
 
     def apply(self, event: FeedEvent) -> None:
-        """node.Node._apply: state, and the valid rows of every minute batch as minute bars."""
-        self.state.apply_event(event)
-        if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
-            keep = self.state.valid_mask(event)
+        """node.Node._apply: state, and the rows of every minute batch it applied as minute
+        bars (corrections replacing the bars they correct)."""
+        if not isinstance(event, AggregateBatch):
+            self.state.apply_event(event)
+            return
+        applied = self.state.upsert(event)
+        if event.kind is AggregateKind.MINUTE:
+            keep = applied.applied
             if keep.any():
-                rows = minute_bar_rows(event, keep, self.state.times.date, self.symbols)
+                session = self.state.times.date
+                rows = minute_bar_rows(event, keep, session, self.symbols, applied.corrected)
                 self.minute_rows.append(rows)
                 self.pending_minute_rows += rows.num_rows
                 if self.pending_minute_rows >= BATCH_ROWS:

@@ -27,6 +27,7 @@ from tapescan.model import (
     NS_PER_SECOND,
     AggregateBatch,
     AggregateKind,
+    BandBatch,
     FeedEvent,
     HaltEvent,
     Universe,
@@ -79,6 +80,7 @@ class IngestCounters:
     bad_volume: int = 0
     inconsistent_bar: int = 0
     stale: int = 0
+    inconsistent_band: int = 0  # LULD bands not finite, positive and ordered
 
     @property
     def rejected(self) -> int:
@@ -88,7 +90,37 @@ class IngestCounters:
             + self.bad_volume
             + self.inconsistent_bar
             + self.stale
+            + self.inconsistent_band
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Which rows of a batch state applied: as new bars, as replacements of applied bars (a
+    minute's per-second bars or its minute bar) and, of those, as corrections of a minute bar;
+    the other rows were refused, duplicates or too late."""
+
+    new: BoolArray
+    replaced: BoolArray
+    corrected: BoolArray
+
+    @classmethod
+    def none(cls, rows: int) -> Applied:
+        return cls(*(np.zeros(rows, dtype=np.bool_) for _ in range(3)))
+
+    @property
+    def count(self) -> int:
+        return int(self.new.sum() + self.replaced.sum())
+
+    @property
+    def applied(self) -> BoolArray:
+        mask: BoolArray = self.new | self.replaced
+        return mask
+
+    def mark(self, rows: tuple[IntArray, IntArray, IntArray], positions: IntArray | None) -> None:
+        """Mark a part's rows (positions in that part, which is ``positions`` of the batch)."""
+        for mask, picked in zip((self.new, self.replaced, self.corrected), rows, strict=True):
+            mask[picked if positions is None else positions[picked]] = True
 
 
 class MarketState:
@@ -139,6 +171,9 @@ class MarketState:
         self.regular_low = np.full(n, np.nan)
         self.regular_last = np.full(n, np.nan)
         self.slot_volume = np.zeros((n, SLOTS_PER_DAY), dtype=np.uint32)  # < 4.3e9 per 5 min
+        # The latest LULD bands (published 09:30-16:00 ET only), NaN before the first.
+        self.luld_upper = np.full(n, np.nan)
+        self.luld_lower = np.full(n, np.nan)
 
         # Windows over time, shared clocks for all symbols.
         self.minute_price = np.full((MINUTE_RING, n), np.nan)
@@ -361,6 +396,8 @@ class MarketState:
             self.regular_high,
             self.regular_low,
             self.regular_last,
+            self.luld_upper,
+            self.luld_lower,
         ):
             column.fill(np.nan)
         self.volume.fill(0)
@@ -386,6 +423,19 @@ class MarketState:
             self.apply(event)
         elif isinstance(event, HaltEvent):
             self.apply_halt(event)
+        elif isinstance(event, BandBatch):
+            self.apply_bands(event)
+
+    def apply_bands(self, batch: BandBatch) -> None:
+        """The bands ``batch`` publishes replace the symbols' last; a row whose bands are not
+        finite, positive and ordered (or whose symbol is unknown) is skipped and counted."""
+        rows, upper, lower = batch.symbol_index, batch.upper, batch.lower
+        with np.errstate(invalid="ignore"):
+            good = (rows >= 0) & (rows < len(self.universe)) & (lower > 0) & (upper >= lower)
+            good &= np.isfinite(upper)
+        self.counters.inconsistent_band += int((~good).sum())
+        self.luld_upper[rows[good]] = upper[good]
+        self.luld_lower[rows[good]] = lower[good]
 
     def apply_halt(self, event: HaltEvent) -> None:
         if 0 <= event.symbol_index < len(self.universe):
@@ -395,23 +445,34 @@ class MarketState:
     def apply(self, batch: AggregateBatch) -> int:
         """Apply the rows of ``batch`` as an upsert (state/recent_bars.py); returns how many
         were applied (new bars and corrections; duplicates and late re-sends are not)."""
+        return self.upsert(batch).count
+
+    def upsert(self, batch: AggregateBatch) -> Applied:
+        """Apply the rows of ``batch`` as an upsert; which rows were applied, and how."""
+        applied = Applied.none(len(batch))
         if len(batch) == 0:
-            return 0
+            return applied
         starts = batch.start_ns
         if starts[0] != starts[-1] or starts.min() != starts.max():
             groups = _by_start(starts)
             if len(batch) >= SPLIT_ROWS_PER_START * len(groups):
                 # Many symbols per start (today's bars read back, a backfill): one start at a
                 # time takes the fast path and ends the same as the whole batch in time order.
-                return sum(self._apply_one(batch.take(group)) for group in groups)
-        return self._apply_one(batch)
+                for group in groups:
+                    applied.mark(self._apply_one(batch.take(group)), group)
+                return applied
+        applied.mark(self._apply_one(batch), None)
+        return applied
 
-    def _apply_one(self, batch: AggregateBatch) -> int:
+    def _apply_one(self, batch: AggregateBatch) -> tuple[IntArray, IntArray, IntArray]:
+        """Apply ``batch``: the rows applied as new bars, as replacements (of per-second bars or
+        of a minute bar) and, among those, as corrections of a minute bar."""
         self.advance_to(batch.ts_event_ns - 1)
         rows, keep = self._valid_rows(batch)
         if not keep.any():
-            return 0
-        new, replaced = self._upsert_rows(batch, rows, keep)
+            nothing = np.zeros(0, dtype=np.int64)
+            return nothing, nothing, nothing
+        new, replaced, corrected = self._upsert_rows(batch, rows, keep)
         applied = 0
         for picked, replacing in ((new, False), (replaced, True)):
             if not len(picked):
@@ -439,12 +500,13 @@ class MarketState:
             applied += len(at)
         self.advance_to(batch.ts_event_ns)
         self.counters.accepted += applied
-        return applied
+        return new, replaced, corrected
 
     def _upsert_rows(
         self, batch: AggregateBatch, rows: npt.NDArray[np.int32], keep: BoolArray
-    ) -> tuple[IntArray, IntArray]:
-        """Indices of ``batch`` to apply as new bars and as corrections of applied ones."""
+    ) -> tuple[IntArray, IntArray, IntArray]:
+        """Indices of ``batch`` to apply as new bars and as replacements of applied ones (and
+        those of the replacements that correct a minute bar, not per-second ones)."""
         recent = self.recent
         valid = np.flatnonzero(keep)
         since_open = batch.start_ns[valid] - self.times.pre_open_ns
@@ -491,6 +553,7 @@ class MarketState:
             recent.late += int(late.sum())
             recent.duplicates += int(again.sum()) + repeated
             new, replace = fresh, np.zeros_like(fresh)
+            corrects = replace
             recent.mark_second(r[fresh], minute[fresh], second_of_minute[fresh], self._distinct)
         else:
             replace = inside & (source != NONE)
@@ -510,11 +573,12 @@ class MarketState:
                     & (recent.low[s_slot, s_row] == batch.low[at])
                 )
                 replace &= ~same
+            corrects = replace & (source == MINUTE)
             recent.late += int(late.sum())
             recent.duplicates += repeated + int(same.sum())
         outside = new & ~inside  # the window marks its own minutes as they leave it
         recent.mark_data(r[outside], minute[outside])
-        return np.concatenate([index[new], valid[later]]), index[replace]
+        return np.concatenate([index[new], valid[later]]), index[replace], index[corrects]
 
     def _no_row_twice(self, rows: npt.NDArray[np.int32]) -> bool:
         """No symbol twice in ``rows``: each position written to its row reads back."""
@@ -535,12 +599,6 @@ class MarketState:
         )
         fresh = batch.start_ns >= self.times.pre_open_ns
         return known, good_price, good_volume, consistent, fresh
-
-    def valid_mask(self, batch: AggregateBatch) -> BoolArray:
-        """Rows of ``batch`` that state would accept (no counters touched): what is recorded."""
-        known, good_price, good_volume, consistent, fresh = self._checks(batch)
-        mask: BoolArray = known & good_price & good_volume & consistent & fresh
-        return mask
 
     def _valid_rows(self, batch: AggregateBatch) -> tuple[npt.NDArray[np.int32], BoolArray]:
         known, good_price, good_volume, consistent, fresh = self._checks(batch)

@@ -14,11 +14,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tapescan.store.migrations import MIGRATIONS, Migration
-from tapescan.store.tables import TABLES, TableSpec, conform
+from tapescan.store.tables import MINUTE_BARS, REPLACES, TABLES, TableSpec, conform
 
 READ_BATCH_ROWS = 1024  # rows handed out at a time by read_batches (~0.8 MB of slot volume)
 REPLACE_TABLES = frozenset({"symbols", "daily_bars", "slot_volume"})  # last write wins per key
@@ -48,8 +49,11 @@ class Store(abc.ABC):
     def _apply_migration(self, migration: Migration) -> None: ...
 
     @abc.abstractmethod
-    def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
-        """Bulk-insert ``table`` in one transaction; keyed duplicates are ignored or replaced."""
+    def _append(
+        self, spec: TableSpec, table: pa.Table, replace: bool, replacing: pa.Table | None
+    ) -> None:
+        """Bulk-insert ``table`` in one transaction; keyed duplicates are ignored or replaced
+        (all with ``replace``; else those whose keys are in ``replacing``)."""
 
     @abc.abstractmethod
     def _read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table: ...
@@ -100,15 +104,23 @@ class Store(abc.ABC):
         return max(self._applied_versions(), default=0)
 
     def write(self, name: str, table: pa.Table) -> None:
-        """Append rows to table ``name`` (its columns; extra ones are an error)."""
+        """Append rows to table ``name`` (its columns; extra ones are an error). Minute bars
+        may carry ``REPLACES``: the rows it marks replace the stored rows of their keys."""
         spec = TABLES[name]
+        replacing: pa.Table | None = None
+        if name == MINUTE_BARS.name and REPLACES in table.column_names:
+            marked = table.filter(table.column(REPLACES))
+            table = table.drop_columns([REPLACES])
+            if marked.num_rows:
+                replacing = marked.select(list(spec.key))
+                table = last_of_each_key(table, spec.key)  # a bar and its correction together
         extra = set(table.column_names) - set(spec.columns)
         if extra:
             raise ValueError(f"{name} has no column(s) {', '.join(sorted(extra))}")
         if table.num_rows == 0:
             return
         with self._write_lock:
-            self._append(spec, conform(spec, table), name in REPLACE_TABLES)
+            self._append(spec, conform(spec, table), name in REPLACE_TABLES, replacing)
 
     def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
         """Rows of ``sql`` (``%s`` placeholders) as an Arrow table of ``schema``."""
@@ -163,3 +175,12 @@ def session_values(spec: TableSpec, table: pa.Table) -> list[dt.date]:
     assert spec.session_column is not None
     values: list[dt.date] = pc.unique(table.column(spec.session_column)).to_pylist()
     return sorted(values)
+
+
+def last_of_each_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """``table`` with only the last row of each key, in their order."""
+    position = "__position"
+    numbered = table.append_column(position, pa.array(np.arange(table.num_rows)))
+    last = numbered.group_by(list(key), use_threads=False).aggregate([(position, "max")])
+    keep = pc.sort_indices(last.column(f"{position}_max"))
+    return table.take(pc.take(last.column(f"{position}_max"), keep))

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tapescan.duck_setup import duckdb_config
 from tapescan.store.base import READ_BATCH_ROWS, Store, StoreError, StoreUnavailableError
@@ -134,10 +135,12 @@ class DuckDbStore(Store):
                 _rollback(cursor)
                 raise
 
-    def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+    def _append(
+        self, spec: TableSpec, table: pa.Table, replace: bool, replacing: pa.Table | None
+    ) -> None:
         generation = self._generation  # the write lock is held: no reopen meanwhile
         try:
-            self._append_once(spec, table, replace)
+            self._append_once(spec, table, replace, replacing)
         except (duckdb.FatalException, duckdb.ConnectionException):
             # DuckDB gave the database up for this process: an earlier call's fatal error (a
             # failed checkpoint, often after a commit that returned fine), or this COMMIT's own
@@ -147,15 +150,22 @@ class DuckDbStore(Store):
             # raised. (Closed handles: a reopen after such an error failed; this one may work.)
             with self._read_lock:
                 self._reopen_once(generation)
-            self._append_once(spec, table, replace, only_missing=True)
+            self._append_once(spec, table, replace, replacing, only_missing=True)
 
     def _append_once(
-        self, spec: TableSpec, table: pa.Table, replace: bool, only_missing: bool = False
+        self,
+        spec: TableSpec,
+        table: pa.Table,
+        replace: bool,
+        replacing: pa.Table | None = None,
+        only_missing: bool = False,
     ) -> None:
         cursor = self._writer
         columns = ", ".join(spec.columns)
         match = " AND ".join(f"i.{k} = {spec.name}.{k}" for k in spec.key)
         cursor.register("incoming", table)
+        if replacing is not None:
+            cursor.register("replacing", replacing)
         try:
             cursor.execute("BEGIN").fetchall()
             try:
@@ -165,6 +175,15 @@ class DuckDbStore(Store):
                     cursor.execute(
                         f"DELETE FROM {spec.name} WHERE EXISTS "
                         f"(SELECT 1 FROM incoming i WHERE {match})"
+                    ).fetchall()
+                elif replacing is not None:
+                    # Corrections of the last minutes: the range of their starts lets the scan
+                    # skip every row group outside it (DuckDB keeps each one's min and max).
+                    starts = pc.min_max(replacing.column("ts"))
+                    cursor.execute(
+                        f"DELETE FROM {spec.name} WHERE ts BETWEEN ? AND ? AND EXISTS "
+                        f"(SELECT 1 FROM replacing i WHERE {match})",
+                        [starts["min"].as_py(), starts["max"].as_py()],
                     ).fetchall()
                 source = "incoming"
                 if only_missing and not replace:
@@ -181,6 +200,8 @@ class DuckDbStore(Store):
         finally:
             with contextlib.suppress(duckdb.FatalException):  # refused once invalidated
                 cursor.unregister("incoming")
+                if replacing is not None:
+                    cursor.unregister("replacing")
 
     def read(self, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
         return self._reading(lambda: self._read(sql, params, schema))

@@ -93,5 +93,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"CREATE TABLE symbols ({_SYMBOL_COLUMNS})",
         ),
     ),
+    Migration(
+        2,
+        "the day a symbol's reference details were taken",
+        duckdb=("ALTER TABLE symbols ADD COLUMN updated DATE",),
+        postgres=("ALTER TABLE symbols ADD COLUMN updated DATE",),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -153,7 +153,12 @@ class PostgresStore(Store):
                 )
             )
 
-    def _append(self, spec: TableSpec, table: pa.Table, replace: bool) -> None:
+    def _append(
+        self, spec: TableSpec, table: pa.Table, replace: bool, replacing: pa.Table | None
+    ) -> None:
+        # Rows that replace others come with new ones: every conflict updates (the others
+        # conflict only as the same bar again, which changes nothing).
+        replace = replace or replacing is not None
         with _unavailable_on_disconnect():
             self._ensure_partitions(spec, table)
             connection = self._w()

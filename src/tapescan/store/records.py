@@ -19,19 +19,25 @@ from tapescan.feeds.history import SLOTS_PER_DAY
 from tapescan.model import AggregateBatch, Universe
 from tapescan.scan.delta import Delta, Snapshot
 from tapescan.state.market_state import SessionSummary
-from tapescan.store.tables import MINUTE_BARS, SCAN_ENTRIES, SCAN_EVENTS, SLOT_VOLUME
+from tapescan.store.tables import MINUTE_BARS, REPLACES, SCAN_ENTRIES, SCAN_EVENTS, SLOT_VOLUME
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
 
 def minute_bar_rows(
-    batch: AggregateBatch, keep: npt.NDArray[np.bool_], session: dt.date, symbols: pa.Array
+    batch: AggregateBatch,
+    keep: npt.NDArray[np.bool_],
+    session: dt.date,
+    symbols: pa.Array,
+    corrects: npt.NDArray[np.bool_] | None = None,
 ) -> pa.Table:
-    """The kept rows of a minute batch as ``minute_bars`` rows."""
+    """The kept rows of a minute batch as ``minute_bars`` rows; with ``corrects`` (of the same
+    length as ``keep``), the kept rows it marks replace the stored bars of their keys (the
+    ``REPLACES`` column, which the store reads and does not store)."""
     rows = np.flatnonzero(keep)
     n = len(rows)
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [
             pa.array(np.full(n, session, dtype="datetime64[D]"), pa.date32()),
             symbols.take(pa.array(batch.symbol_index[rows])),
@@ -46,6 +52,9 @@ def minute_bar_rows(
         ],
         schema=MINUTE_BARS.schema,
     )
+    if corrects is not None:  # on every such table: the recorder concatenates them
+        table = table.append_column(REPLACES, pa.array(corrects[rows], pa.bool_()))
+    return table
 
 
 def slot_volume_rows(

@@ -52,6 +52,9 @@ MINUTE_BARS = TableSpec(
     "session",
     "retention_minute_sessions",
 )
+# A column a write of minute bars may carry, not stored: its rows replace the stored bars of
+# their keys (corrections, which Massive sends for up to 15 minutes); the others are new.
+REPLACES = "replaces"
 DAILY_BARS = TableSpec(
     "daily_bars",
     pa.schema(
@@ -120,6 +123,7 @@ SYMBOLS = TableSpec(
             ("float_shares", pa.float64()),
             ("shares_outstanding", pa.float64()),
             ("market_cap", pa.float64()),
+            ("updated", pa.date32()),  # the day its details were taken (a live feed's); or null
         ]
     ),
     ("symbol",),

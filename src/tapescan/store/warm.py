@@ -26,7 +26,7 @@ from tapescan.market.calendar import MarketCalendar, SessionTimes, ns_to_utc
 from tapescan.model import NS_PER_MINUTE, AggregateBatch, AggregateKind, Universe
 from tapescan.store.base import Store
 from tapescan.store.records import fill_slot_volume
-from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SLOT_VOLUME
+from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SLOT_VOLUME, SYMBOLS
 
 
 def warmup_from_store(
@@ -164,3 +164,9 @@ def last_sequences(store: Store, session: dt.date) -> dict[str, int]:
         pa.schema([("scan", pa.string()), ("seq", pa.int64())]),
     )
     return dict(zip(table.column("scan").to_pylist(), table.column("seq").to_pylist(), strict=True))
+
+
+def stored_details(store: Store, day: dt.date) -> pa.Table:
+    """The symbols whose reference details were taken on ``day`` (SYMBOLS rows)."""
+    columns = ", ".join(SYMBOLS.columns)
+    return store.read(f"SELECT {columns} FROM symbols WHERE updated = %s", [day], SYMBOLS.schema)

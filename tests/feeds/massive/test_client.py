@@ -8,11 +8,14 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from tapescan.feeds.massive.backfill import Backfiller
 from tapescan.feeds.massive.client import MassiveAuthError, MassiveClient, MassiveFatalError
 from tapescan.feeds.massive.fake_server import FakeMassive, Faults
+from tapescan.feeds.massive.feed import _session_events
 from tapescan.feeds.massive.link import Backoff, Link, LinkState, topics
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame
 from tapescan.model import AggregateKind, Universe
@@ -195,3 +198,37 @@ async def test_a_url_that_cannot_work_is_fatal_not_retried() -> None:
     async with asyncio.timeout(5):
         with pytest.raises(MassiveFatalError, match="not a WebSocket URL"):
             await client.run()
+
+
+class NeverFills:
+    """A backfill with nothing to fill."""
+
+    async def next(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_drop_and_reconnect_while_the_consumer_is_busy_is_still_told(
+    server: FakeMassive,
+) -> None:
+    """The feed learns of a drop from the session's states; one that began and ended while it
+    waited (for the store, say) must still be told, or its gap would never be filled."""
+    client = client_for(server)
+    running = asyncio.create_task(client.run())
+    events = _session_events(client, running, cast(Backfiller, NeverFills()))
+    try:
+        async with asyncio.timeout(10):
+            while await anext(events) is not LinkState.LIVE:
+                pass
+            # the consumer is busy: the socket drops and is live again meanwhile
+            sessions = client.link.counters.sessions
+            server.drop_all()
+            await client.wait_until(lambda: client.link.counters.sessions > sessions)
+            await reaches(client, LinkState.LIVE)
+            assert await server.publish(recorded_frames()[0]) == 1
+            told = [await anext(events) for _ in range(3)]
+        assert told[:2] == [LinkState.RECONNECTING, LinkState.LIVE]
+        assert isinstance(told[2], ParsedFrame)
+    finally:
+        await events.aclose()
+        await client.stop()
+        await running

@@ -97,9 +97,18 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert connection["socket"]["state"] == "live"
         assert connection["rest"]["by_endpoint"] == {
             "/v3/reference/tickers": 2,  # a page of common stocks, one (empty) of ETFs
+            "/v3/reference/tickers/{ticker}": 300,  # each ticker's details, once a day
             "/v2/aggs/grouped": 40,
             "/v2/aggs/ticker": 10 * 300 + 300,  # the RVOL baseline, today's bars since 04:00
         }
+        assert health["store"]["details_source"] == "feed"
+        # market cap and sector from the details; no float (Massive's details have none)
+        reference = SimMarket(7, 300, market_calendar()).reference_table().to_pylist()
+        for item in reference[:20]:
+            values = httpx.get(f"{server.url}/api/v1/symbols/{item['symbol']}").json()["values"]
+            assert values["market_cap"] == item["market_cap"]
+            assert values["sector"] == item["sector"]
+            assert values["float_shares"] is None
         backfill = connection["backfill"]
         assert backfill["gaps"] == 1
         assert backfill["requests"] == 300
@@ -115,7 +124,7 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert sum(v is not None for v in rvol) >= 10
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "tapescan_feed_socket_live 1.0" in metrics
-        assert "tapescan_feed_rest_requests 3342.0" in metrics
+        assert "tapescan_feed_rest_requests 3642.0" in metrics
         # today's volume from 04:00 is in: the bars REST brought were recorded to the store
         first = recorded_bars(server.url, tickers[0])[0]
         assert str(first["t"]) < "2026-11-24T15:00"  # before the start: from REST
@@ -125,6 +134,9 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
     try:
         health = again.health(lambda h: h["scans"]["warmed_up"])
         assert health["store"]["warmup_source"] == "store"
+        assert health["store"]["details_source"] == "store"  # taken today already
+        values = httpx.get(f"{again.url}/api/v1/symbols/{reference[0]['symbol']}").json()
+        assert values["values"]["market_cap"] == reference[0]["market_cap"]
         # history from the store; today's bars from the store up to the stop, and from REST
         # only the minutes after the stored ones (none when the restart is in the same minute)
         connection = health["feed"]["connection"]
@@ -227,6 +239,39 @@ def test_a_dropped_socket_is_reconnected_and_the_feed_says_live_again(tmp_path: 
     finally:
         server.stop()
         dropping.stop()
+
+
+def test_ticker_details_come_a_request_per_ticker_unless_the_store_has_them(
+    fake: FakeProcess,
+) -> None:
+    config = MassiveConfig(api_key=KEY, ws_url="ws://127.0.0.1:9/stocks", rest_url=fake.rest_url)
+    feed = MassiveFeed.open(config, market_calendar())
+    reference = SimMarket(7, 300, market_calendar()).reference_table()
+    stored = reference.slice(0, 10)  # taken earlier today, but not for enough tickers
+    found = feed.details(SESSION, stored)
+    assert found.source == "feed"
+    details = found.table
+    assert details.num_rows == 300
+    assert feed.rest_counters.by_path["/v3/reference/tickers/{ticker}"] == 300
+    ours = {row["symbol"]: row for row in details.to_pylist()}
+    for item in reference.to_pylist():
+        row = ours[item["symbol"]]
+        assert row["market_cap"] == item["market_cap"]
+        assert row["shares_outstanding"] == item["shares_outstanding"]
+        assert (row["sector"], row["name"]) == (item["sector"], item["name"])
+        assert row["float_shares"] is None
+        assert row["updated"] == SESSION
+    again = feed.details(SESSION, details)  # complete in the store: no request
+    assert again.source == "store"
+    assert again.table.equals(details)
+    # a ticker listed since the details were taken: its listing's, no details yet
+    partial = feed.details(SESSION, details.slice(1))
+    assert partial.table.num_rows == 300
+    assert partial.table.column("market_cap")[299].as_py() is None
+    assert partial.table.column("symbol")[299].as_py() == details.column("symbol")[0].as_py()
+    assert feed.rest_counters.by_path["/v3/reference/tickers/{ticker}"] == 300
+    with MassiveRest(KEY, fake.rest_url) as rest, pytest.raises(MassiveRestError, match="404"):
+        rest.get("/v3/reference/tickers/NOSUCH")
 
 
 def test_the_warm_up_from_rest_equals_the_simulators_own(fake: FakeProcess) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tapescan.feeds.massive.parse import FrameParser, not_ahead
+from tapescan.feeds.massive.parse import AHEAD_NS, FrameParser, lulds_of, not_ahead
 from tapescan.market.calendar import market_calendar
-from tapescan.model import AggregateKind, Universe
+from tapescan.model import AggregateKind, BandBatch, HaltEvent, Universe
 from tapescan.state.market_state import MarketState
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -106,7 +106,17 @@ RECORDED_MESSAGES = [
     for message in item["frame"]
     if isinstance(message, dict)
 ]
-FIELDS = ("ev", "sym", "v", "av", "vw", "o", "c", "h", "l", "a", "z", "s", "e", "status", "message")
+# LULD messages as the live feed sends them (t in ns; the doc's example in µs)
+LULD_MESSAGES = [
+    {"ev": "LULD", "T": "MSFT", "h": 218.96, "l": 198.11, "i": [21], "z": 3, "t": NOW_NS, "q": 1},
+    {"ev": "LULD", "T": "SPCE", "h": 27.5, "l": 22.5, "i": [17], "z": 3, "t": NOW_NS // 1000},
+    {"ev": "LULD", "T": "SPCE", "h": 0, "l": 0, "i": [18], "z": 3, "t": NOW_NS, "q": 3},
+]
+RECORDED_MESSAGES += LULD_MESSAGES
+FIELDS = (
+    *("ev", "sym", "v", "av", "vw", "o", "c", "h", "l", "a", "z", "s", "e", "status", "message"),
+    *("T", "i", "t"),
+)
 
 
 @st.composite
@@ -114,7 +124,7 @@ def mutated_message(draw: st.DrawFn) -> object:
     """A recorded message with fields dropped, replaced by any JSON value, or added."""
     base = dict(draw(st.sampled_from(RECORDED_MESSAGES)))
     base["ev"] = draw(st.sampled_from(["A", "AM", "A", "AM", "status", "T", "LULD", "XQ"]))
-    base["sym"] = draw(st.sampled_from([*UNIVERSE.symbols, "ZZZZ", ""]))
+    base["sym" if "sym" in base else "T"] = draw(st.sampled_from([*UNIVERSE.symbols, "ZZZZ", ""]))
     for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3)):
         how = draw(st.integers(0, 3))
         if how == 0:
@@ -186,6 +196,16 @@ def test_fuzzed_frames_never_raise_and_never_corrupt_state(fuzzed: list[bytes]) 
         kept = not_ahead(batch, NOW_NS, parser.counters)  # as the feed does, on its clock
         if kept is not None:
             state.apply(kept)
+    for event in lulds_of(parsed, NOW_NS, parser.counters):
+        if isinstance(event, HaltEvent):
+            assert 0 <= event.symbol_index < len(UNIVERSE)
+            assert event.ts_event_ns <= NOW_NS + AHEAD_NS
+        state.apply_event(event)
+    banded = ~np.isnan(state.luld_upper)
+    assert (np.isnan(state.luld_lower) == ~banded).all()
+    assert (state.luld_lower[banded] > 0).all()
+    assert (state.luld_upper[banded] >= state.luld_lower[banded]).all()
+    assert np.isfinite(state.luld_upper[banded]).all()
     # whatever came, the state holds only bars it could accept: finite, positive, consistent
     assert (state.volume >= 0).all()
     assert np.isfinite(state.dollar_volume).all()
@@ -197,3 +217,38 @@ def test_fuzzed_frames_never_raise_and_never_corrupt_state(fuzzed: list[bytes]) 
     assert (state.hod[traded] >= state.lod[traded]).all()
     for batch in parser.parse_many(frames()).batches:  # and good frames still apply
         state.apply(batch)
+
+
+def test_luld_messages_become_bands_and_halts() -> None:
+    parser = FrameParser(UNIVERSE)
+    frame = json.dumps(
+        [
+            *LULD_MESSAGES,
+            {"ev": "LULD", "T": "ZZZZ", "h": 2.0, "l": 1.0, "i": [21], "t": NOW_NS},  # unknown
+            {"ev": "LULD", "T": "GTE", "h": 1.0, "l": 2.0, "i": [21], "t": NOW_NS},  # inverted
+            {"ev": "LULD", "T": "GTE", "h": 2.0, "l": 1.0, "i": [21]},  # no instant
+            {"ev": "LULD", "sym": "GTE", "h": 0.5, "l": 0.4, "i": [16], "t": NOW_NS // 10**6},
+        ]
+    ).encode()
+    parsed = parser.parse(frame)
+    assert parsed.batches == []
+    assert isinstance(parsed.bands, BandBatch)
+    assert parsed.bands.symbol_index.tolist() == [1, 2, 0]  # MSFT, SPCE (with its halt), GTE
+    assert parsed.bands.upper.tolist() == [218.96, 27.5, 0.5]
+    assert parsed.bands.lower.tolist() == [198.11, 22.5, 0.4]
+    assert [(h.symbol_index, h.halted, h.ts_event_ns) for h in parsed.halts] == [
+        (2, True, NOW_NS),  # the µs instant read as one, to the ms
+        (2, False, NOW_NS),  # a reopening: bands of 0 are not bands
+    ]
+    assert parser.counters.lulds == 4
+    assert parser.counters.unknown_symbols == 1
+    assert parser.counters.malformed_messages == 2
+    state = MarketState(UNIVERSE, market_calendar(), dt.date(2021, 1, 8))
+    for event in lulds_of(parsed, NOW_NS, parser.counters):
+        state.apply_event(event)
+    assert state.luld_upper.tolist() == [0.5, 218.96, 27.5]
+    assert not state.halted.any()  # halted, then reopened
+    late = parser.parse(json.dumps([{**LULD_MESSAGES[1], "t": NOW_NS + AHEAD_NS + 10**9}]).encode())
+    events = lulds_of(late, NOW_NS, parser.counters)
+    assert [type(event) for event in events] == [BandBatch]  # the halt: too far ahead
+    assert parser.counters.ahead_of_clock == 1

@@ -209,6 +209,8 @@ const LABELS = {
   float_shares: "Float",
   market_cap: "Mkt cap",
   halted: "Halt",
+  luld_upper: "LULD up",
+  luld_lower: "LULD down",
 };
 const SIGNED = new Set([
   "change_pct",

@@ -5,7 +5,7 @@ during a backfill leaves some tickers' early minutes in the store and not others
 socket is down no minute is complete. The newest stored bar therefore does not say where a
 restart can resume. ``Coverage`` does: every minute bar of the session that starts before
 ``until_ns`` reached this process (from a finished gap, or from the socket while it was live:
-up to the end of its newest minute bar), and it is written to a small JSON file
+up to the minute before its newest bar's), and it is written to a small JSON file
 (``massive-coverage.json`` in the data folder, ~80 B) whenever it moves by a minute or more, or
 back. A restart resumes REST from the earlier of the store's newest bar and that mark;
 without a mark for today it takes the whole day from 04:00 again.
@@ -78,8 +78,9 @@ class Coverage:
             self._move(max(self.until_ns, min(g[0] for g in self._open_gaps)))
 
     def socket_bar(self, complete_ns: int, socket_live: bool) -> None:
-        """The live socket brought every minute before ``complete_ns`` (the end of its newest
-        minute bar, or without minute bars the start of its newest second's minute)."""
+        """The live socket brought every minute before ``complete_ns`` (the feed passes the
+        start of the minute before the one its newest bar ends in: one minute's bars of every
+        ticker come in many frames, so a minute counts once the next one's come)."""
         if not socket_live:
             return
         self._socket_ns = max(self._socket_ns, complete_ns)

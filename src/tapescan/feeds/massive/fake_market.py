@@ -26,10 +26,18 @@ import numpy.typing as npt
 
 from tapescan.feeds.history import Warmup
 from tapescan.feeds.massive.fake_server import FakeMassive
+from tapescan.feeds.massive.parse import LULD_HALT, LULD_REOPEN
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.market.clock import Clock
-from tapescan.model import NS_PER_SECOND, AggregateBatch, AggregateKind
+from tapescan.model import (
+    NS_PER_SECOND,
+    AggregateBatch,
+    AggregateKind,
+    BandBatch,
+    FeedStatus,
+    HaltEvent,
+)
 
 FRAME_MESSAGES = 2_000  # messages per socket frame (~250 KB)
 NS_PER_MS = 1_000_000
@@ -53,6 +61,21 @@ class Aggregate(msgspec.Struct, omit_defaults=True):
     s: int
     e: int
 
+
+class Luld(msgspec.Struct):
+    """An ``LULD`` message: the symbol's key is ``T``; ``t`` in ns, as the live feed sends it."""
+
+    ev: str
+    T: str
+    h: float
+    l: float  # noqa: E741 - the protocol's name
+    i: list[int]
+    z: int
+    t: int
+    q: int
+
+
+LULD_BAND = 21  # the indicator of a price band (halts: parse.LULD_HALT, parse.LULD_REOPEN)
 
 _encode = msgspec.json.Encoder().encode
 _ET = ZoneInfo("America/New_York")
@@ -229,6 +252,11 @@ class FakeMarket:
         self._daily: dict[dt.date, list[dict[str, Any]]] = {}
         self._day_volume = np.zeros(len(self.symbols), dtype=np.int64)
         self._volume_day: dt.date | None = None
+        self._upper = np.zeros(len(self.symbols))  # the last bands published (halts repeat them)
+        self._lower = np.zeros(len(self.symbols))
+        self._luld_sequence = 0
+        self._reference: list[dict[str, Any]] | None = None  # rows of ticker details, once asked
+        self.drop_at_ns: int | None = None  # the socket's connections cut (1006) at this instant
 
     def draw_history(self, on_step: Callable[[int, int], None] | None = None) -> None:
         """Draw the warm-up sessions once (~40 s at 11,882 symbols) and keep their daily bars
@@ -275,6 +303,31 @@ class FakeMarket:
             for i in range(offset, end)
         ]
         return page, (end if end < len(self.symbols) else -1)
+
+    def ticker_details(self, ticker: str) -> dict[str, Any] | None:
+        """One ticker's details, from the simulated reference (None: no such ticker). The
+        simulated float is not in them, as Massive's details have none."""
+        row = self.market.universe.index_of(ticker)
+        if row < 0:
+            return None
+        if self._reference is None:
+            self._reference = self.market.reference_table().to_pylist()
+        item = self._reference[row]
+        return {
+            "ticker": ticker,
+            "name": item["name"],
+            "market": "stocks",
+            "locale": "us",
+            "primary_exchange": item["exchange"],
+            "type": "CS",
+            "active": True,
+            "currency_name": "usd",
+            "market_cap": item["market_cap"],
+            "share_class_shares_outstanding": item["shares_outstanding"],
+            "weighted_shares_outstanding": item["shares_outstanding"],
+            "sic_description": item["sector"],
+            "round_lot": 100,
+        }
 
     def grouped_daily(self, day: dt.date) -> list[dict[str, Any]] | None:
         """Daily bars of every symbol on ``day``; None for a day not drawn (no results)."""
@@ -325,8 +378,14 @@ class FakeMarket:
             if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
                 day = self.market.calendar.trading_day(event.ts_event_ns - 1)
                 self.today.add(day, event)
-            if not isinstance(event, AggregateBatch) or event.ts_event_ns <= start_ns:
-                continue  # a socket has no past; halts have no channel on Massive
+            if isinstance(event, FeedStatus) or event.ts_event_ns <= start_ns:
+                continue  # a socket has no past
+            if self.drop_at_ns is not None and event.ts_event_ns > self.drop_at_ns:
+                self.drop_at_ns = None
+                server.drop_all()
+            if isinstance(event, HaltEvent | BandBatch):
+                await _publish(server, self.luld_frames(event))
+                continue
             if not self.corrections:
                 await _publish(server, self.frames(event))
             elif event.kind is AggregateKind.MINUTE:
@@ -337,6 +396,40 @@ class FakeMarket:
             else:
                 seconds += 1
                 await _publish(server, self.frames(event) * (2 if seconds % 10 == 0 else 1))
+
+    def luld_frames(self, event: HaltEvent | BandBatch) -> list[bytes]:
+        """Bands as LULD price-band messages; a halt or its end as an LULD message with the
+        halt or reopening indicator and the symbol's last bands."""
+        if isinstance(event, HaltEvent):
+            row = event.symbol_index
+            code = LULD_HALT if event.halted else LULD_REOPEN
+            rows, codes = [row], [code]
+            upper, lower = [float(self._upper[row])], [float(self._lower[row])]
+        else:
+            rows = event.symbol_index.tolist()
+            codes = [LULD_BAND] * len(rows)
+            self._upper[event.symbol_index] = event.upper
+            self._lower[event.symbol_index] = event.lower
+            upper, lower = event.upper.tolist(), event.lower.tolist()
+        messages = []
+        for row, code, high, low in zip(rows, codes, upper, lower, strict=True):
+            self._luld_sequence += 1
+            messages.append(
+                Luld(
+                    "LULD",
+                    self.symbols[row],
+                    high,
+                    low,
+                    [code],
+                    3,
+                    event.ts_event_ns,
+                    self._luld_sequence,
+                )
+            )
+        return [
+            _encode(messages[i : i + FRAME_MESSAGES])
+            for i in range(0, len(messages), FRAME_MESSAGES)
+        ]
 
     def frames(self, batch: AggregateBatch, resent: bool = False) -> list[bytes]:
         """``batch`` as socket frames of A (per-second) or AM (per-minute) messages (``resent``:

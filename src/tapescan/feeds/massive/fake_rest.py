@@ -2,6 +2,8 @@
 
 - ``GET /v3/reference/tickers``: the simulated universe in pages (``limit`` up to 1,000), with a
   ``next_url`` on this server whose opaque ``cursor`` carries the rest; the key is not in it.
+- ``GET /v3/reference/tickers/{ticker}``: one ticker's details (market cap, shares outstanding,
+  sector as ``sic_description``; no float, as Massive's have none); 404 for an unknown one.
 - ``GET /v2/aggs/grouped/locale/us/market/stocks/{date}``: daily bars of every symbol (ticker key
   ``T``); a day without bars answers ``resultsCount: 0`` and no ``results``.
 - ``GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}``: one ticker's minute bars starting
@@ -121,6 +123,14 @@ def rest_app(
             )
         return JSONResponse(body)
 
+    async def details(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        found = market.ticker_details(request.path_params["ticker"])
+        if found is None:
+            return JSONResponse(_envelope("NOT_FOUND", message="Ticker not found."), 404)
+        return JSONResponse(_envelope(results=found))
+
     async def grouped(request: Request) -> Response:
         if (answer := refused(request)) is not None:
             return answer
@@ -174,6 +184,7 @@ def rest_app(
     app = Starlette(
         routes=[
             Route("/v3/reference/tickers", tickers),
+            Route("/v3/reference/tickers/{ticker}", details),
             Route("/v2/aggs/grouped/locale/us/market/stocks/{date}", grouped),
             Route(
                 "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}",

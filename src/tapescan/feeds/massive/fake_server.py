@@ -139,6 +139,12 @@ class FakeMassive:
                     self.stats.malformed_sent += 1
         return reached
 
+    def drop_all(self) -> None:
+        """Cut every connection without a close frame (the clients see 1006)."""
+        for client in list(self._clients):
+            self.stats.dropped += 1
+            client.socket.transport.abort()
+
     async def publish_raw(self, frame: str) -> int:
         """Send ``frame`` as it is to every subscribed connection, unfiltered and unfaulted
         (``tapescan bench ingest --feed massive``: the fake's own cost kept out of the way)."""

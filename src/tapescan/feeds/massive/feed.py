@@ -32,8 +32,9 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tapescan.feeds.base import StepCallback
+from tapescan.feeds.base import Details, StepCallback
 from tapescan.feeds.history import (
     DAILY_HISTORY_SESSIONS,
     MINUTE_HISTORY_SESSIONS,
@@ -54,8 +55,9 @@ from tapescan.feeds.massive.backfill import (
 )
 from tapescan.feeds.massive.client import MassiveClient
 from tapescan.feeds.massive.coverage import Coverage
+from tapescan.feeds.massive.details import COMPLETE_SHARE, ticker_details
 from tapescan.feeds.massive.link import Link, LinkState, topics
-from tapescan.feeds.massive.parse import FrameParser, ParsedFrame, not_ahead
+from tapescan.feeds.massive.parse import FrameParser, ParsedFrame, lulds_of, not_ahead
 from tapescan.feeds.massive.rest import (
     REQUEST_THREADS,
     MassiveRest,
@@ -75,6 +77,7 @@ from tapescan.model import (
     Universe,
     stamped,
 )
+from tapescan.store.tables import SYMBOLS, conform
 
 TICKERS_PAGE = 1_000  # the endpoint's maximum
 PROGRESS_EVERY = 100  # tickers between progress reports (and stop checks)
@@ -150,6 +153,25 @@ class MassiveFeed:
     def reference(self) -> pa.Table:
         return self._reference
 
+    def details(
+        self, session: dt.date, stored: pa.Table, on_step: StepCallback | None = None
+    ) -> Details:
+        """Every ticker's market cap, shares outstanding and sector for ``session``: those the
+        store took that day when they cover the universe (90%), else a request per ticker
+        (feeds/massive/details.py)."""
+        if stored.num_rows >= COMPLETE_SHARE * len(self._universe):
+            # a ticker listed since has its listing's name and exchange, no details yet
+            known = pa.array(stored.column("symbol").to_pylist())
+            listed = self._reference.filter(pc.invert(pc.is_in(self._reference["symbol"], known)))
+            if listed.num_rows:
+                stored = pa.concat_tables([stored, conform(SYMBOLS, listed)])
+            return Details(stored, "store")
+        with self._rest() as rest, ThreadPoolExecutor(REQUEST_THREADS, "massive-rest") as pool:
+            table = ticker_details(
+                rest, pool, self._universe, self._reference, session, REQUEST_THREADS, on_step
+            )
+        return Details(table, "feed")
+
     def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
         """Grouped daily bars of the 40 sessions before ``session`` and the slot profiles of the
         last 10, requested as they are read."""
@@ -212,6 +234,7 @@ class MassiveFeed:
                 "queued_frames": client.frames.qsize(),
                 "frames": parse.frames,
                 "aggregates": parse.aggregates,
+                "lulds": parse.lulds,
                 "malformed_frames": parse.malformed_frames,
                 "malformed_messages": parse.malformed_messages,
                 "unknown_symbols": parse.unknown_symbols,
@@ -309,6 +332,8 @@ class MassiveFeed:
                     elif isinstance(item, AggregateBatch):
                         yield item  # a gap's minute bars: before any end, after any resume
                     else:
+                        for luld in lulds_of(item, now, client.parser.counters, resume_ns):
+                            yield luld
                         for parsed in item.batches:
                             batch = not_ahead(parsed, now, client.parser.counters)
                             if batch is None:
@@ -324,9 +349,12 @@ class MassiveFeed:
                                     coverage.session_seen(
                                         times_now.date, times_now.pre_open_ns, left_ns is None
                                     )
-                                end = min(batch.ts_event_ns, now)  # never past the clock
+                                # never past the clock; and a minute is complete only once
+                                # the next one's bars come (one minute's AM bars of every
+                                # ticker come in many frames)
+                                end = min(batch.ts_event_ns, now)
                                 coverage.socket_bar(
-                                    end if minute_bars_live else end - end % NS_PER_MINUTE,
+                                    end - end % NS_PER_MINUTE - NS_PER_MINUTE,
                                     client.state is LinkState.LIVE,
                                 )
                             yield stamped(batch)
@@ -396,6 +424,7 @@ async def _session_events(
     raised then)."""
     batches = aiter(client.batches())
     shown = client.state
+    sessions = client.link.counters.sessions  # live sessions the consumer was told of
     following: asyncio.Future[ParsedFrame] | None = None
     filled: asyncio.Future[BackfillItem] | None = None
     try:
@@ -410,9 +439,17 @@ async def _session_events(
                 await asyncio.wait(pending, return_when=FIRST_COMPLETED)
             finally:
                 changed.cancel()
+            seen_sessions = client.link.counters.sessions
             if client.state is not shown:
                 shown = client.state
                 yield shown
+            elif shown is LinkState.LIVE and seen_sessions > sessions:
+                # dropped and live again while the consumer was busy (a wait for the store):
+                # the drop it did not see still leaves a gap to fill
+                yield LinkState.RECONNECTING
+                yield LinkState.LIVE
+            if shown is LinkState.LIVE:
+                sessions = seen_sessions
             if filled.done():
                 item, filled = filled.result(), None
                 yield item

@@ -113,6 +113,7 @@ class Backoff:
 class LinkCounters:
     connects: int = 0
     reconnects: int = 0
+    sessions: int = 0  # times the link went live
     drops: dict[str, int] = field(default_factory=dict)  # by reason
     warnings: int = 0
     last_error: str = ""
@@ -280,6 +281,7 @@ class Link:
 
     def _live(self, now: float) -> None:
         self._enter(LinkState.LIVE, now)
+        self.counters.sessions += 1
         self.counters.last_error = ""
 
     def _warn(self, message: str) -> Warn:

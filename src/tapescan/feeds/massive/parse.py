@@ -1,7 +1,9 @@
 """Pure parsing of Massive stocks WebSocket frames (bytes in, columnar batches out).
 
 A frame is a JSON array of messages. Per-second (``A``) and per-minute (``AM``) aggregates become
-AggregateBatch columns; status messages are returned as they are; other event types are skipped.
+AggregateBatch columns; ``LULD`` messages become price bands (a BandBatch) and, with a halt or
+reopening indicator, halt events; status messages are returned as they are; other event types
+are skipped.
 Every field may be missing or wrong: such messages are counted and dropped, never raised, and
 one bad message never costs the rest of its frame. Values beyond any real bar (a volume over
 ``VOLUME_MAX``, a price over ``PRICE_MAX``) count as malformed too; window starts are
@@ -10,6 +12,8 @@ normalized to ms whatever their unit (s, ms, µs or ns, told apart by magnitude)
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,7 +21,14 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from tapescan.model import NS_PER_SECOND, AggregateBatch, AggregateKind, Universe
+from tapescan.model import (
+    NS_PER_SECOND,
+    AggregateBatch,
+    AggregateKind,
+    BandBatch,
+    HaltEvent,
+    Universe,
+)
 
 NS_PER_MS = 1_000_000
 VOLUME_MAX = 1e12  # shares in one bar (the busiest stock trades ~2e9 in a day)
@@ -29,6 +40,9 @@ AHEAD_NS = 5 * 60 * 1_000_000_000
 # a window start in ms lies in [MS_MIN, MS_MAX] (1973 to 2255); smaller or larger values are
 # read as seconds, or as µs or ns, when that puts them in the range
 MS_MIN, MS_MAX = 1e11, 9e12
+# LULD indicators (Massive's glossary): a halt ("suspended halt pause") and a reopening, sent for
+# Nasdaq-listed symbols only; the others (15, 16, 19, 21, 22) publish or restate bands
+LULD_HALT, LULD_REOPEN = 17, 18
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -47,6 +61,9 @@ class Message(msgspec.Struct, frozen=True):
     e: int | None = None
     status: str | None = None
     message: str | None = None
+    T: str | None = None
+    i: list[int] | None = None  # LULD's indicators
+    t: float | None = None  # LULD's instant, in any unit
 
 
 @dataclass(slots=True)
@@ -57,6 +74,7 @@ class ParseCounters:
     malformed_messages: int = 0
     unknown_symbols: int = 0
     skipped_events: int = 0
+    lulds: int = 0  # LULD messages read (bands, halts, reopenings)
     ahead_of_clock: int = 0  # bars that start after the clock (plus AHEAD_NS): dropped
 
 
@@ -64,13 +82,15 @@ class ParseCounters:
 class ParsedFrame:
     batches: list[AggregateBatch] = field(default_factory=list)
     statuses: list[tuple[str, str]] = field(default_factory=list)
+    halts: list[HaltEvent] = field(default_factory=list)  # from LULD halt/reopening messages
+    bands: BandBatch | None = None  # from every LULD message with usable bands
 
 
 class EventType(msgspec.Struct, frozen=True):
     ev: str | None = None
 
 
-PARSED_EVENTS = frozenset({"A", "AM", "status"})
+PARSED_EVENTS = frozenset({"A", "AM", "LULD", "status"})
 _frame_decoder = msgspec.json.Decoder(list[Message])
 _event_decoder = msgspec.json.Decoder(EventType)
 _raw_decoder = msgspec.json.Decoder(list[msgspec.Raw])
@@ -124,6 +144,7 @@ class FrameParser:
         parsed = ParsedFrame()
         seconds: list[Message] = []
         minutes: list[Message] = []
+        lulds: list[Message] = []
         messages: list[Message] = []
         for frame in frames:
             counters.frames += 1
@@ -133,16 +154,56 @@ class FrameParser:
                 seconds.append(message)
             elif message.ev == "AM":
                 minutes.append(message)
+            elif message.ev == "LULD":
+                lulds.append(message)
             elif message.ev == "status":
                 parsed.statuses.append((message.status or "", message.message or ""))
             else:
                 counters.skipped_events += 1
+        if lulds:
+            self._lulds(lulds, parsed)
         for kind, messages in ((AggregateKind.SECOND, seconds), (AggregateKind.MINUTE, minutes)):
             if messages:
                 batch = self._columns(kind, messages)
                 if batch is not None:
                     parsed.batches.append(batch)
         return parsed
+
+    def _lulds(self, messages: list[Message], parsed: ParsedFrame) -> None:
+        """LULD messages: their bands (finite, positive, ordered) as one batch; a halt or a
+        reopening indicator as a halt event. A message with neither is malformed."""
+        get = self._index.get
+        rows = np.fromiter(
+            (get(m.T or m.sym or "", -1) if (m.T or m.sym) else -2 for m in messages),
+            np.int64,
+            len(messages),
+        )
+        table = np.array([(m.t, m.h, m.l) for m in messages], dtype=np.float64).reshape(
+            len(messages), 3
+        )
+        ts_ms = _to_ms(table[:, 0])
+        timed = ~np.isnan(ts_ms)
+        ts_ns = np.where(timed, ts_ms, 0).astype(np.int64) * NS_PER_MS  # exact, in integers
+        upper, lower = table[:, 1], table[:, 2]
+        with np.errstate(invalid="ignore"):
+            banded = (lower > 0) & (upper >= lower) & (upper <= PRICE_MAX)
+        halted = np.array([LULD_HALT in (m.i or ()) for m in messages], dtype=np.bool_)
+        reopened = np.array([LULD_REOPEN in (m.i or ()) for m in messages], dtype=np.bool_)
+        usable = timed & (rows != -2) & (banded | halted | reopened)
+        known = rows >= 0
+        self.counters.malformed_messages += int((~usable).sum())
+        self.counters.unknown_symbols += int((usable & ~known).sum())
+        keep = usable & known
+        self.counters.lulds += int(keep.sum())
+        for at in np.flatnonzero(keep & (halted | reopened)):
+            parsed.halts.append(
+                HaltEvent(int(rows[at]), bool(halted[at]), "LULD pause", int(ts_ns[at]))
+            )
+        bands = np.flatnonzero(keep & banded)
+        if len(bands):
+            parsed.bands = BandBatch(
+                rows[bands].astype(np.int32), upper[bands], lower[bands], int(ts_ns[bands].max())
+            )
 
     def _columns(self, kind: AggregateKind, messages: list[Message]) -> AggregateBatch | None:
         get = self._index.get
@@ -215,3 +276,20 @@ def not_ahead(batch: AggregateBatch, now_ns: int, counters: ParseCounters) -> Ag
     counters.ahead_of_clock += int(ahead.sum())
     keep = np.flatnonzero(~ahead)
     return batch.take(keep) if len(keep) else None
+
+
+def lulds_of(
+    parsed: ParsedFrame, now_ns: int, counters: ParseCounters, resume_ns: int | None = None
+) -> list[HaltEvent | BandBatch]:
+    """``parsed``'s halts and bands, stamped now; halts dated more than ``AHEAD_NS`` after
+    ``now_ns`` are dropped and counted (one would move the state's clock there), and so is
+    what a restart already has (at or before ``resume_ns``)."""
+    events: list[HaltEvent | BandBatch] = []
+    for halt in parsed.halts:
+        if halt.ts_event_ns > now_ns + AHEAD_NS:
+            counters.ahead_of_clock += 1
+        elif resume_ns is None or halt.ts_event_ns > resume_ns:
+            events.append(dataclasses.replace(halt, ts_init_ns=time.time_ns()))
+    if parsed.bands is not None:
+        events.append(dataclasses.replace(parsed.bands, ts_init_ns=time.time_ns()))
+    return events

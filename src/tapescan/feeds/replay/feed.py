@@ -165,6 +165,12 @@ class ReplayFeed:
                 f"it holds {_days(self.sessions)}"
             )
 
+    def details(
+        self, session: dt.date, stored: pa.Table, on_step: StepCallback | None = None
+    ) -> None:
+        """None: the reference file holds every detail."""
+        return None
+
     def reference(self) -> pa.Table:
         """One row per universe symbol in universe order; symbols the file lacks are null."""
         return self._reference

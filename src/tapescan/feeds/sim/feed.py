@@ -1,8 +1,10 @@
-"""The simulated market as a live feed: per-second and per-minute aggregates and halts."""
+"""The simulated market as a live feed: per-second and per-minute aggregates, halts and LULD
+bands (feeds/sim/bands.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -18,6 +20,7 @@ from tapescan.feeds.history import (
     Warmup,
     WarmupSession,
 )
+from tapescan.feeds.sim.bands import BandPublisher
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.feeds.sim.intraday import CHUNK_MINUTES, DayPath, MinuteChunk
 from tapescan.feeds.sim.plan import HALT_MINUTES
@@ -51,6 +54,12 @@ class SimFeed:
     @property
     def universe(self) -> Universe:
         return self._market.universe
+
+    def details(
+        self, session: dt.date, stored: pa.Table, on_step: StepCallback | None = None
+    ) -> None:
+        """None: the simulated universe holds every detail."""
+        return None
 
     def reference(self) -> pa.Table:
         return self._market.reference_table()
@@ -135,11 +144,20 @@ class SimFeed:
         path = market.day_path(session)
         halt_start = path.plan.halt_start
         halted_rows = np.flatnonzero(halt_start >= 0)
+        bands = BandPublisher(len(self.universe))
+        republished = False
+        regular_open, regular_close = (
+            int(path.times.regular_open_ns),
+            int(path.times.regular_close_ns),
+        )
         for index in range(path.chunks):
             chunk_start = int(path.times.pre_open_ns) + index * CHUNK_MINUTES * NS_PER_MINUTE
             chunk_end = chunk_start + CHUNK_MINUTES * NS_PER_MINUTE
             chunk: MinuteChunk | None = None
-            if resume_ns is None or chunk_end > resume_ns:  # else a restart has its bars
+            # a restart has the bars up to resume_ns; the regular session's are drawn anyway,
+            # for the bands they move (a restart then has the bands an unbroken run would)
+            banded = chunk_end > regular_open and chunk_start < regular_close
+            if resume_ns is None or chunk_end > resume_ns or banded:
                 # Drawing 30 minutes of the market takes ~0.1 s: off the event loop, and always
                 # in a worker thread, whose freed draws the next draw reuses.
                 chunk = await asyncio.to_thread(_drawn, path, index)
@@ -159,8 +177,20 @@ class SimFeed:
                     if not catching_up:
                         await clock.sleep_until(event.ts_event_ns)
                     yield event
-                if recovered or chunk is None:
+                if chunk is None:
                     continue
+                regular = regular_open <= minute_start < regular_close
+                if recovered:
+                    if regular:
+                        if minute_start == regular_open:
+                            bands.reset()
+                        bands.after_minute(market.minute_batch(chunk, minute))
+                    continue
+                if resume_ns is not None and not republished:
+                    republished = True  # the bands as of the restart, as Massive republishes
+                    if bands.published_any():
+                        current = bands.current(resume_ns)
+                        yield dataclasses.replace(current, ts_init_ns=time.time_ns())
                 if self._second_aggregates and not catching_up:
                     async for batch in self._seconds(clock, path.plan.ordinal, chunk, minute):
                         yield batch
@@ -168,6 +198,12 @@ class SimFeed:
                 if not catching_up:
                     await clock.sleep_until(batch.ts_event_ns or minute_start + NS_PER_MINUTE)
                 yield stamped(batch)
+                if minute_start == regular_open:
+                    bands.reset()
+                if regular:
+                    published = bands.after_minute(batch)
+                    if published is not None:
+                        yield dataclasses.replace(published, ts_init_ns=time.time_ns())
                 del batch
             del chunk  # before the next draw: one chunk (20 MB at 11,882 symbols) at a time
 
