@@ -155,8 +155,10 @@ class SimFeed:
             chunk_end = chunk_start + CHUNK_MINUTES * NS_PER_MINUTE
             chunk: MinuteChunk | None = None
             # a restart has the bars up to resume_ns; the regular session's are drawn anyway,
-            # for the bands they move (a restart then has the bands an unbroken run would)
+            # for the bands they move (a restart then has the bands an unbroken run would),
+            # unless it resumes after the close, when bands are over for the day
             banded = chunk_end > regular_open and chunk_start < regular_close
+            banded &= resume_ns is None or resume_ns < regular_close
             if resume_ns is None or chunk_end > resume_ns or banded:
                 # Drawing 30 minutes of the market takes ~0.1 s: off the event loop, and always
                 # in a worker thread, whose freed draws the next draw reuses.
@@ -186,7 +188,7 @@ class SimFeed:
                             bands.reset()
                         bands.after_minute(market.minute_batch(chunk, minute))
                     continue
-                if resume_ns is not None and not republished:
+                if resume_ns is not None and not republished and resume_ns < regular_close:
                     republished = True  # the bands as of the restart, as Massive republishes
                     if bands.published_any():
                         current = bands.current(resume_ns)
