@@ -104,10 +104,14 @@ def test_a_faster_clock_on_the_massive_feed_is_only_for_a_fake_on_this_machine(
 
     monkeypatch.setenv("MASSIVE_API_KEY", "k")
     local = {"massive_ws_url": "ws://127.0.0.1:8100", "massive_rest_url": "http://localhost:8101"}
-    assert massive_config(load_settings({"feed": "massive", "speed": "60", **local})).api_key == "k"
+    start = {"start": "2026-11-24T15:00:00+00:00"}
+    fake = load_settings({"feed": "massive", "speed": "60", **local, **start})
+    assert massive_config(fake).api_key == "k"
+    with pytest.raises(ConfigError, match="needs --start"):  # else a wall clock, at 1x
+        massive_config(load_settings({"feed": "massive", "speed": "60", **local}))
     for overrides in (
-        {"speed": "60"},  # Massive itself
-        {"speed": "60", "massive_ws_url": "ws://127.0.0.1:8100"},  # REST still remote
+        {"speed": "60", **start},  # Massive itself
+        {"speed": "60", "massive_ws_url": "ws://127.0.0.1:8100", **start},  # REST remote
         {"speed": "max", **local},  # a live socket is never replayed flat out
     ):
         with pytest.raises(ConfigError, match="only a fake Massive on 127"):

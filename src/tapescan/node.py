@@ -111,6 +111,11 @@ def massive_config(settings: Settings) -> MassiveConfig:
             "feed 'massive' is live data: it runs at 1x (leave --speed out; only a fake "
             "Massive on 127.0.0.1 can run faster, with the same --speed as its own)"
         )
+    if settings.speed != 1.0 and settings.start is None:
+        raise ConfigError(
+            "feed 'massive' with --speed needs --start: the fake's clock (its market status "
+            "serverTime, docs/live.md), or the run's clock would not follow it"
+        )
     key = next((os.environ[v].strip() for v in KEY_VARIABLES if os.environ.get(v, "").strip()), "")
     if not key:
         raise ConfigError(

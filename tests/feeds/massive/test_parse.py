@@ -230,23 +230,24 @@ def test_luld_messages_become_bands_and_halts() -> None:
             {"ev": "LULD", "sym": "GTE", "h": 0.5, "l": 0.4, "i": [16], "t": NOW_NS // 10**6},
         ]
     ).encode()
-    parsed = parser.parse(frame)
+    again = json.dumps([{**LULD_MESSAGES[0], "h": 219.5}]).encode()  # MSFT once more
+    parsed = parser.parse_many([frame, again])
     assert parsed.batches == []
     assert isinstance(parsed.bands, BandBatch)
-    assert parsed.bands.symbol_index.tolist() == [1, 2, 0]  # MSFT, SPCE (with its halt), GTE
-    assert parsed.bands.upper.tolist() == [218.96, 27.5, 0.5]
-    assert parsed.bands.lower.tolist() == [198.11, 22.5, 0.4]
+    assert parsed.bands.symbol_index.tolist() == [2, 0, 1]  # SPCE (and its halt), GTE, MSFT
+    assert parsed.bands.upper.tolist() == [27.5, 0.5, 219.5]  # MSFT's last
+    assert parsed.bands.lower.tolist() == [22.5, 0.4, 198.11]
     assert [(h.symbol_index, h.halted, h.ts_event_ns) for h in parsed.halts] == [
         (2, True, NOW_NS),  # the µs instant read as one, to the ms
         (2, False, NOW_NS),  # a reopening: bands of 0 are not bands
     ]
-    assert parser.counters.lulds == 4
+    assert parser.counters.lulds == 5
     assert parser.counters.unknown_symbols == 1
     assert parser.counters.malformed_messages == 2
     state = MarketState(UNIVERSE, market_calendar(), dt.date(2021, 1, 8))
     for event in lulds_of(parsed, NOW_NS, parser.counters):
         state.apply_event(event)
-    assert state.luld_upper.tolist() == [0.5, 218.96, 27.5]
+    assert state.luld_upper.tolist() == [0.5, 219.5, 27.5]
     assert not state.halted.any()  # halted, then reopened
     late = parser.parse(json.dumps([{**LULD_MESSAGES[1], "t": NOW_NS + AHEAD_NS + 10**9}]).encode())
     events = lulds_of(late, NOW_NS, parser.counters)

@@ -6,7 +6,9 @@ later start that day reads them back instead.
 Massive's ticker details have no float: ``float_shares`` stays null on this feed, and a scan that
 filters on it lists nothing. ``share_class_shares_outstanding`` (this class's shares) is taken
 as shares outstanding, else ``weighted_shares_outstanding``; ``sic_description`` as the sector.
-A ticker whose request fails keeps its listing's name and exchange and no details.
+A ticker whose request fails keeps its listing's name and exchange and no details, and is not
+marked as taken (a later start asks again); after ``FAILURES_IN_A_ROW_MAX`` failures in a row
+(REST down: each took its retries) the rest are not asked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tapescan.store.tables import SYMBOLS
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 100
 COMPLETE_SHARE = 0.9  # stored details of at least this share of the universe are today's
+FAILURES_IN_A_ROW_MAX = 50  # then REST is down: the rest keep their listing, asked next start
 
 
 def _positive(value: object) -> float | None:
@@ -76,7 +79,7 @@ def ticker_details(
     rows = iter(range(len(symbols)))
     pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
     found: list[dict[str, Any]] = []
-    failed = 0
+    failed = in_a_row = 0
 
     def submit(row: int) -> None:
         path = f"/v3/reference/tickers/{quote(symbols[row], safe='')}"
@@ -90,17 +93,27 @@ def ticker_details(
     try:
         while pending:
             row, future = pending.popleft()
+            taken: dt.date | None = day
             try:
                 values = details_row(future.result())
+                in_a_row = 0
             except MassiveRestError as error:  # this ticker only (a 404, retries used up)
                 failed += 1
+                in_a_row += 1
                 if failed <= 3:
                     log.warning("no reference details for %s: %s", symbols[row], error)
-                values = details_row({})
+                values, taken = details_row({}), None  # not taken: a later start asks again
             symbol = symbols[row]
             values["name"] = values["name"] or names.get(symbol) or None
             values["exchange"] = values["exchange"] or exchanges.get(symbol) or None
-            found.append({"symbol": symbol, **values})
+            found.append({"symbol": symbol, **values, "updated": taken})
+            if in_a_row >= FAILURES_IN_A_ROW_MAX:
+                log.warning(
+                    "reference details: %d requests in a row failed; the other tickers keep "
+                    "their listing until the next start",
+                    in_a_row,
+                )
+                break
             following = next(rows, None)
             if following is not None:
                 submit(following)
@@ -112,6 +125,16 @@ def ticker_details(
             future.cancel()
     if failed:
         log.warning("reference details: %d of %d tickers failed", failed, len(symbols))
-    for values in found:
-        values["updated"] = day
+    asked = {values["symbol"] for values in found}
+    for symbol in symbols:  # not asked (REST down): the listing's
+        if symbol not in asked:
+            found.append(
+                {
+                    "symbol": symbol,
+                    **details_row({}),
+                    "name": names.get(symbol),
+                    "exchange": exchanges.get(symbol),
+                    "updated": None,
+                }
+            )
     return pa.Table.from_pylist(found, schema=SYMBOLS.schema)

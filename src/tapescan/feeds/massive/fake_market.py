@@ -255,6 +255,7 @@ class FakeMarket:
         self._upper = np.zeros(len(self.symbols))  # the last bands published (halts repeat them)
         self._lower = np.zeros(len(self.symbols))
         self._luld_sequence = 0
+        self._luld_day: dt.date | None = None
         self._reference: list[dict[str, Any]] | None = None  # rows of ticker details, once asked
         self.drop_at_ns: int | None = None  # the socket's connections cut (1006) at this instant
 
@@ -400,6 +401,11 @@ class FakeMarket:
     def luld_frames(self, event: HaltEvent | BandBatch) -> list[bytes]:
         """Bands as LULD price-band messages; a halt or its end as an LULD message with the
         halt or reopening indicator and the symbol's last bands."""
+        day = self.market.calendar.trading_day(event.ts_event_ns)
+        if day != self._luld_day:  # bands are a day's: a halt before the first has none
+            self._upper.fill(0.0)
+            self._lower.fill(0.0)
+            self._luld_day = day
         if isinstance(event, HaltEvent):
             row = event.symbol_index
             code = LULD_HALT if event.halted else LULD_REOPEN

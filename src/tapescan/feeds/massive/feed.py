@@ -159,7 +159,7 @@ class MassiveFeed:
         """Every ticker's market cap, shares outstanding and sector for ``session``: those the
         store took that day when they cover the universe (90%), else a request per ticker
         (feeds/massive/details.py)."""
-        if stored.num_rows >= COMPLETE_SHARE * len(self._universe):
+        if stored.num_rows >= COMPLETE_SHARE * len(self._universe):  # taken today, each
             # a ticker listed since has its listing's name and exchange, no details yet
             known = pa.array(stored.column("symbol").to_pylist())
             listed = self._reference.filter(pc.invert(pc.is_in(self._reference["symbol"], known)))
@@ -455,6 +455,14 @@ async def _session_events(
                 yield item
             if following.done():
                 parsed, following = following.result(), None
+                # the same again just before a frame: it may be the first of a session that
+                # began while the consumer held the item above (the frame then counts as after
+                # the drop, and the gap covers it too)
+                seen_sessions = client.link.counters.sessions
+                if shown is LinkState.LIVE and seen_sessions > sessions:
+                    yield LinkState.RECONNECTING
+                    yield LinkState.LIVE
+                    sessions = seen_sessions
                 yield parsed
             elif running.done():
                 running.result()

@@ -201,6 +201,9 @@ class FrameParser:
             )
         bands = np.flatnonzero(keep & banded)
         if len(bands):
+            # frames read together may publish a symbol twice: its last bands only
+            _, last = np.unique(rows[bands][::-1], return_index=True)
+            bands = np.sort(bands[len(bands) - 1 - last])
             parsed.bands = BandBatch(
                 rows[bands].astype(np.int32), upper[bands], lower[bands], int(ts_ns[bands].max())
             )
