@@ -394,6 +394,12 @@ class FakeMarket:
                 if to_correct is not None:
                     await _publish(server, self.frames(to_correct, resent=True) * 2)
                 to_correct = event
+                day = self.market.calendar.trading_day(event.ts_event_ns - 1)
+                if event.ts_event_ns >= self.market.calendar.session(day).post_close_ns:
+                    # the session's last minute: no next one comes, its correction a minute on
+                    await clock.sleep_until(event.ts_event_ns + MINUTE_MS * NS_PER_MS)
+                    await _publish(server, self.frames(to_correct, resent=True) * 2)
+                    to_correct = None
             else:
                 seconds += 1
                 await _publish(server, self.frames(event) * (2 if seconds % 10 == 0 else 1))
