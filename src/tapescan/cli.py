@@ -200,6 +200,9 @@ async def _warmup_progress(node: Any, stop: asyncio.Event) -> None:
     source = node.recovery.warmup_source
     if stats.warmed_up:
         recovered = node.recovery.recovered_bars
+        if source == "store and feed":
+            taken = node.recovery.warmup_feed_sessions
+            source = f"store and {taken} session{'s' * (taken != 1)} from the feed"
         err.print(
             f"tapescan: warmed up from the {source}"
             + (f"; {recovered:,} of today's bars recovered from the store" if recovered else ""),

@@ -91,6 +91,13 @@ def fake_massive(
         int,
         typer.Option(help="Fault: each request for today's minute bars takes N ms longer."),
     ] = 0,
+    bad_snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--bad-snapshot",
+            help="Fault: the full-market snapshot answers a body of the wrong shape.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a fake Massive (stocks WebSocket and REST) from the simulated market, for trying
     `tapescan run --feed massive` without a key (docs/live.md)."""
@@ -168,7 +175,12 @@ def fake_massive(
             port,
             rest_listener,
             faults,
-            RestFaults(rate_limit_every, html_504_every, today_delay_s=slow_today_ms / 1000),
+            RestFaults(
+                rate_limit_every,
+                html_504_every,
+                today_delay_s=slow_today_ms / 1000,
+                bad_snapshot=bad_snapshot,
+            ),
             stop,
             ready,
         )

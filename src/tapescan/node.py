@@ -63,7 +63,14 @@ from tapescan.store.recorder import Recorder, RecorderLimits
 from tapescan.store.records import daily_bar_rows, minute_bar_rows, slot_volume_rows
 from tapescan.store.retention import RetentionStep, retire
 from tapescan.store.tables import DAILY_BARS, SYMBOLS, conform
-from tapescan.store.warm import last_sequences, stored_details, today_from_store, warmup_from_store
+from tapescan.store.warm import (
+    last_sequences,
+    stored_details,
+    stored_history,
+    today_from_store,
+    warmup_from_store,
+    with_fetched,
+)
 from tapescan.tasks import FatalError, TaskGroup
 
 if TYPE_CHECKING:
@@ -74,6 +81,7 @@ T = TypeVar("T")
 SIM_DEFAULT_START = dt.time(9, 25)
 STATUS_EVERY_S = 2.0
 STATUS_WARMUP_S = 1.0  # status frames while warming up
+STOP_CHECK_S = 0.25  # a wait in the warm-up thread checks for a stop request this often
 CYCLE_GRACE_S = 0.02  # a live cycle runs this long after its grid instant: its bars are in
 
 
@@ -235,7 +243,8 @@ def first_session(calendar: MarketCalendar, start_ns: int) -> dt.date:
 class Recovery:
     """Where this process's state came from at start (reported by /api/v1/health)."""
 
-    warmup_source: str = ""  # "store" or "feed"
+    warmup_source: str = ""  # "store", "feed", or "store and feed"
+    warmup_feed_sessions: int = 0  # warm-up sessions the feed gave (of 40; 0 from the store)
     details_source: str = ""  # where the day's reference details came from (a live feed's)
     recovered_bars: int = 0
     resume_ns: int | None = None
@@ -413,16 +422,33 @@ class Node:
         comes), into state one session at a time."""
         self.store.write("symbols", conform(SYMBOLS, _reference_rows(self._with_details())))
         self.stats.warmup_step = "reading history from the store"
-        warmup = warmup_from_store(
-            self.store, self.calendar, self.session, self.universe, self._warmup_step
-        )
-        if warmup is not None:
+        history = stored_history(self.store, self.calendar, self.session)
+        if history.complete:
+            warmup = warmup_from_store(self.store, self.universe, history, self._warmup_step)
             self.recovery.warmup_source = "store"
-        else:
+        elif not history.stored:
             self.stats.warmup_step = f"warm-up history from the {self.feed.name} feed"
             feed_warmup = self.feed.warmup(self.session, self._warmup_step)
-            warmup = Warmup(feed_warmup.session, self._stored(feed_warmup.sessions))
+            warmup = Warmup(self.session, self._stored(feed_warmup.sessions))
             self.recovery.warmup_source = "feed"
+        else:
+            # the sessions the store holds (a run on an earlier day took them), the rest from
+            # the feed: the next day asks for one session, not forty
+            missing = history.missing
+            self.stats.warmup_step = (
+                f"warm-up history: {len(missing)} of {len(history.wanted)} sessions from the "
+                f"{self.feed.name} feed"
+            )
+            feed_warmup = self.feed.warmup(self.session, self._warmup_step, only=missing)
+            stored = warmup_from_store(
+                self.store,
+                self.universe,
+                history,
+                lambda _done, _total: self._check_stop(),  # progress is the feed's
+                sessions=history.stored,
+            )
+            warmup = with_fetched(stored, self._stored(feed_warmup.sessions))
+            self.recovery.warmup_source = "store and feed"
         self.state.load_warmup(warmup)
 
     def _with_details(self) -> pa.Table:
@@ -442,6 +468,7 @@ class Node:
         """The feed's warm-up sessions, each written to the store on its way to state (a
         restart then warms up from the store)."""
         for item in sessions:
+            self.recovery.warmup_feed_sessions += 1
             self.store.write("daily_bars", item.daily.select(list(DAILY_BARS.columns)))
             if item.slot_volume is not None:
                 self.store.write(
@@ -449,8 +476,25 @@ class Node:
                 )
             yield item
 
+    def _write_back_spilled(self) -> None:
+        """Rows the last process spilled to disk (its store was down) go back into the store
+        before today's are read from it: read after, they would be missing from state and come
+        from the feed again, then be stored a second time. A store that is down still lets the
+        start go on (the rows are written back when it answers)."""
+        if not self.recorder.stats.spill_files:
+            return
+        self.stats.warmup_step = (
+            f"writing back {self.recorder.stats.spill_files:,} spilled file(s) to the store"
+        )
+        while not self.recorder.flush(STOP_CHECK_S):
+            self._check_stop()
+            if not self.recorder.stats.store_up:
+                log.warning("the store is down: today's bars are read without the spilled rows")
+                return
+
     def _recover_today(self) -> int | None:
         """Apply today's stored minute bars (a restart mid-session); returns where they end."""
+        self._write_back_spilled()
         self.stats.warmup_step = "today's bars from the store"
         self._check_stop()
         self.store.truncate_from(self.session, self.start_ns)

@@ -133,7 +133,8 @@ class StoreHealth(BaseModel):
     last_error: str  # what fails now (the root cause); empty once writes go through again
     last_error_at: str | None
     recent_errors: list[StoreErrorRecord]  # the last distinct causes, newest first
-    warmup_source: str
+    warmup_source: str  # "store", "feed", or "store and feed"
+    warmup_feed_sessions: int  # of the 40 warm-up sessions, those the feed gave
     details_source: str  # "store" or "feed": the day's reference details (a live feed's)
     recovered_bars: int
 
@@ -241,6 +242,7 @@ def health_of(node: NodeView) -> Health:
                 StoreErrorRecord(**dataclasses.asdict(r)) for r in recorder.recent_errors
             ],
             warmup_source=node.recovery.warmup_source,
+            warmup_feed_sessions=node.recovery.warmup_feed_sessions,
             details_source=node.recovery.details_source,
             recovered_bars=node.recovery.recovered_bars,
         ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,8 +57,14 @@ class Feed(Protocol):
         they are complete, else from the source. None: ``reference()`` has everything."""
         ...
 
-    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
-        """Daily bars and slot volume of the sessions before ``session``."""
+    def warmup(
+        self,
+        session: dt.date,
+        on_step: StepCallback | None = None,
+        only: Collection[dt.date] | None = None,
+    ) -> Warmup:
+        """Daily bars and slot volume of the sessions before ``session``: of ``only`` those
+        sessions when given (the ones the store lacks), oldest first."""
         ...
 
     def connection(self) -> dict[str, Any] | None:

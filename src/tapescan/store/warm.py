@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterator
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -29,29 +31,72 @@ from tapescan.store.records import fill_slot_volume
 from tapescan.store.tables import DAILY_BARS, MINUTE_BARS, SLOT_VOLUME, SYMBOLS
 
 
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    """Which of the warm-up sessions of ``session`` the store holds."""
+
+    session: dt.date
+    wanted: list[dt.date]  # the 40 sessions before, oldest first
+    needed: list[dt.date]  # the last 10 of them: the RVOL baseline's slot profiles
+    daily: frozenset[dt.date]  # those with daily bars stored
+    slots: frozenset[dt.date]  # of ``needed``, those with a slot profile stored
+
+    @property
+    def complete(self) -> bool:
+        """Warm up from the store alone: it holds slot profiles of each of the 10 sessions
+        before and daily bars of the session before (daily bars of up to 40 are used)."""
+        return set(self.needed) <= self.slots and self.needed[-1] in self.daily
+
+    @property
+    def missing(self) -> list[dt.date]:
+        """The sessions the store lacks (daily bars, or a slot profile of the last 10), to be
+        asked of the feed, oldest first."""
+        needed = set(self.needed)
+        return [
+            day
+            for day in self.wanted
+            if day not in self.daily or (day in needed and day not in self.slots)
+        ]
+
+    @property
+    def stored(self) -> list[dt.date]:
+        """The sessions the store holds whole, oldest first."""
+        missing = set(self.missing)
+        return [day for day in self.wanted if day not in missing]
+
+
+def stored_history(store: Store, calendar: MarketCalendar, session: dt.date) -> StoredHistory:
+    """What the store holds of ``session``'s warm-up (two DISTINCT reads)."""
+    wanted = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
+    needed = wanted[-MINUTE_HISTORY_SESSIONS:]
+    slots = _dates(store, "slot_volume", "session", needed[0], session)
+    days = _dates(store, "daily_bars", "date", wanted[0], session)
+    return StoredHistory(session, wanted, needed, frozenset(days), frozenset(slots) & set(needed))
+
+
 def warmup_from_store(
     store: Store,
-    calendar: MarketCalendar,
-    session: dt.date,
     universe: Universe,
+    history: StoredHistory,
     on_step: Callable[[int, int], None] | None = None,
-) -> Warmup | None:
-    """The warm-up for ``session`` when the store holds all of it, else None.
-
-    Complete means: slot profiles of each of the 10 sessions before (the RVOL baseline) and daily
-    bars of the session before. Daily bars of up to 40 sessions are used. Read one session at a
+    sessions: list[dt.date] | None = None,
+) -> Warmup:
+    """The warm-up sessions the store holds (of ``sessions`` only, when given), read one at a
     time (at 11,882 symbols ~9 MB of slot profiles or ~0.7 MB of daily bars each), without
     sorting in the store: the embedded store's 16 MB buffer pool, shared with the recorder
-    writing back what it spilled, never has to hold the whole history at once.
-    """
-    needed = calendar.previous_sessions(session, MINUTE_HISTORY_SESSIONS)
-    if not set(needed) <= set(_dates(store, "slot_volume", "session", needed[0], session)):
-        return None
-    first = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)[0]
-    days = _dates(store, "daily_bars", "date", first, session)
-    if needed[-1] not in days:
-        return None
-    return Warmup(session, _sessions(store, universe, needed, days, on_step))
+    writing back what it spilled, never has to hold the whole history at once."""
+    days = sorted(history.daily if sessions is None else history.daily & set(sessions))
+    needed = [day for day in history.needed if day in history.slots]
+    if sessions is not None:
+        needed = [day for day in needed if day in sessions]
+    return Warmup(history.session, _sessions(store, universe, needed, days, on_step))
+
+
+def with_fetched(stored: Warmup, fetched: Iterable[WarmupSession]) -> Warmup:
+    """The stored sessions and those fetched from the feed (both oldest first) as one warm-up,
+    oldest first, each read when the warm-up gets to it (two sessions in memory at most)."""
+    merged = heapq.merge(stored.sessions, fetched, key=lambda item: item.date)
+    return Warmup(stored.session, merged)
 
 
 def _sessions(

@@ -3,7 +3,9 @@
 The fake (a real process, 300 symbols, its clock 10x) serves from 10:00 ET with one fault: the
 first connection left open but silent after 40 frames (a stall, noticed after STALE_S); or no
 drop but every minute bar sent short of its late trades and corrected twice a minute later,
-every tenth second's bars sent twice, and a malformed frame after every fifth. (A drop without
+every tenth second's bars sent twice, and a malformed frame after every fifth; or a start at
+04:20 ET, when the full-market snapshot shows half the tickers quiet (not asked); or a snapshot
+of the wrong shape (every ticker asked). (A drop without
 a close frame, 1006, is tests/feeds/massive/test_full_session.py's, through the whole node.) The feed runs in this process on a clock in step with the
 fake's; its events go into a MarketState. When the gaps are filled and the next minute bar from
 the socket has come, the state must equal a state fed only the simulator's own minute bars up
@@ -50,6 +52,7 @@ class Fault:
     gaps: frozenset[str]  # the gaps filled from REST ("minute": today's, "reconnect's")
     drop: str | None  # how the socket's first session ends
     corrected: bool = False  # minute bars come short first, corrected a minute later
+    quiet: bool = False  # the full-market snapshot shows tickers with no trade in a gap
 
 
 FAULTS = {
@@ -61,6 +64,13 @@ FAULTS = {
     "corrections": Fault(
         ("--corrections", "--malformed-every", "5"), frozenset({"minute"}), None, corrected=True
     ),
+    # 04:20 ET: about half the tickers have not traded yet today; the snapshot says which,
+    # and those are not asked
+    "early": Fault(
+        ("--start", "2026-11-24T09:20:00+00:00"), frozenset({"minute"}), None, quiet=True
+    ),
+    # a snapshot of the wrong shape: every ticker is asked, as without one
+    "bad snapshot": Fault(("--bad-snapshot",), frozenset({"minute"}), None),
 }
 
 
@@ -125,13 +135,23 @@ def test_a_start_and_a_socket_fault_end_with_every_minute_once(tmp_path: Path, n
     backfill = feed.connection()["backfill"]
     assert backfill["gaps"] == len(fault.gaps)
     assert backfill["failed"] == 0
-    assert backfill["requests"] == len(fault.gaps) * SYMBOLS
-    assert feed.rest_counters.by_path["/v2/aggs/ticker"] == len(fault.gaps) * SYMBOLS
+    asked = feed.rest_counters.by_path["/v2/aggs/ticker"]
+    assert feed.rest_counters.by_path["/v2/snapshot"] == len(fault.gaps)  # one a gap
+    assert backfill["requests"] == asked + len(fault.gaps)
+    assert asked == len(fault.gaps) * SYMBOLS - backfill["quiet"]
+    if fault.quiet:
+        assert backfill["quiet"] > SYMBOLS / 4
+    if "--bad-snapshot" in fault.args:
+        assert backfill["snapshot_failures"] == 1
+        assert backfill["quiet"] == 0
+    else:
+        assert backfill["snapshot_failures"] == 0
     if fault.drop is not None:
         assert "Massive stocks feed live again" in seen.messages
         assert socket["drops"][fault.drop] == 1  # (and 1000: this test closing it)
     else:
         assert socket["reconnects"] == 0
+    if "--malformed-every" in fault.args:
         # one of each malformed kind at least: not JSON, not a list, wrong types, missing
         # fields, an unknown event and symbol, an inconsistent bar (refused by the state)
         assert socket["malformed_frames"] >= 2

@@ -48,7 +48,7 @@ from tapescan.scan.library import builtin_scans
 from tapescan.state.market_state import MarketState
 from tapescan.store.duck import DuckDbStore
 from tapescan.store.open import DUCKDB_FILE
-from tapescan.store.warm import today_from_store, warmup_from_store
+from tapescan.store.warm import stored_history, today_from_store, warmup_from_store
 from tests.api.server import Server
 from tests.feeds.massive.fake_process import KEY, FakeProcess
 
@@ -169,9 +169,9 @@ def reports(
     calendar = market_calendar()
     state = MarketState(universe, calendar, SESSION)
     state.load_reference(reference)
-    warmup = warmup_from_store(store, calendar, SESSION, universe)
-    assert warmup is not None, "the node stored its warm-up"
-    state.load_warmup(warmup)
+    history = stored_history(store, calendar, SESSION)
+    assert history.complete, "the node stored its warm-up"
+    state.load_warmup(warmup_from_store(store, universe, history))
     scans = builtin_scans()
     out: dict[int, dict[str, Any]] = {}
     pending = iter(batches)

@@ -34,6 +34,7 @@ from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 pytestmark = pytest.mark.slow
 SESSION = dt.date(2026, 11, 24)  # the fake's session (tests/feeds/massive/fake_process.py)
+EVENING = "2026-11-25T02:00:00+00:00"  # 21:00 ET on the fake's session
 
 
 def run_massive(workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -100,6 +101,7 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
             "/v3/reference/tickers/{ticker}": 300,  # each ticker's details, once a day
             "/v2/aggs/grouped": 40,
             "/v2/aggs/ticker": 10 * 300 + 300,  # the RVOL baseline, today's bars since 04:00
+            "/v2/snapshot": 1,  # which tickers traded since 04:00 (at 10:00 ET, all)
         }
         assert health["store"]["details_source"] == "feed"
         # market cap and sector from the details; no float (Massive's details have none)
@@ -111,7 +113,8 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
             assert values["float_shares"] is None
         backfill = connection["backfill"]
         assert backfill["gaps"] == 1
-        assert backfill["requests"] == 300
+        assert backfill["requests"] == 300 + 1  # and the snapshot
+        assert backfill["quiet"] == 0
         assert backfill["bars"] > 0
         assert backfill["last"]["reason"] == "start"
         assert backfill["last"]["error"] is None
@@ -124,7 +127,7 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert sum(v is not None for v in rvol) >= 10
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "tapescan_feed_socket_live 1.0" in metrics
-        assert "tapescan_feed_rest_requests 3642.0" in metrics
+        assert "tapescan_feed_rest_requests 3643.0" in metrics
         # today's volume from 04:00 is in: the bars REST brought were recorded to the store
         first = recorded_bars(server.url, tickers[0])[0]
         assert str(first["t"]) < "2026-11-24T15:00"  # before the start: from REST
@@ -141,14 +144,51 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         # only the minutes after the stored ones (none when the restart is in the same minute)
         connection = health["feed"]["connection"]
         by_endpoint, backfill = connection["rest"]["by_endpoint"], connection["backfill"]
-        assert set(by_endpoint) <= {"/v3/reference/tickers", "/v2/aggs/ticker"}
+        assert set(by_endpoint) <= {"/v3/reference/tickers", "/v2/aggs/ticker", "/v2/snapshot"}
         assert by_endpoint["/v3/reference/tickers"] == 2
-        assert by_endpoint.get("/v2/aggs/ticker", 0) == 300 * backfill["gaps"]
+        assert by_endpoint.get("/v2/snapshot", 0) == backfill["gaps"]
+        assert by_endpoint.get("/v2/aggs/ticker", 0) == 300 * backfill["gaps"] - backfill["quiet"]
         if backfill["gaps"]:
             assert not backfill["last"]["minutes"].startswith("04:00")
         assert health["store"]["recovered_bars"] > 0
     finally:
         again.stop()
+
+    # 21:00 ET: the run warms up for the next session. The store holds the 40 sessions before
+    # the 24th; the 24th itself (not recorded to its end) is the one session asked for, not 40,
+    # and no bars of a session in progress are.
+    evening = FakeProcess(tmp_path, "--start", EVENING)
+    try:
+        later = Server(tmp_path, "--feed", "massive", "--start", EVENING, env=evening.env())
+        try:
+            health = later.health(lambda h: h["scans"]["warmed_up"])
+            assert health["store"]["warmup_source"] == "store and feed"
+            assert health["store"]["warmup_feed_sessions"] == 1
+            connection = health["feed"]["connection"]
+            assert connection["rest"]["by_endpoint"] == {
+                "/v3/reference/tickers": 2,
+                "/v3/reference/tickers/{ticker}": 300,  # the next session's details
+                "/v2/aggs/grouped": 1,  # the 24th
+                "/v2/aggs/ticker": 300,  # the 24th's slot profiles
+            }
+            assert connection["backfill"]["gaps"] == 0
+            with MassiveRest(KEY, evening.rest_url) as rest:
+                day_ended = grouped_daily(rest, SESSION, universe)
+            ended = list(
+                zip(
+                    day_ended.column("symbol").to_pylist(),
+                    day_ended.column("close").to_pylist(),
+                    strict=True,
+                )
+            )
+            for symbol, close in ended[:20]:
+                values = httpx.get(f"{later.url}/api/v1/symbols/{symbol}").json()["values"]
+                assert values["prev_close"] == pytest.approx(close)  # the day just ended
+                assert values["avg_volume_20d"] is not None
+        finally:
+            later.stop()
+    finally:
+        evening.stop()
 
 
 def test_a_key_the_rest_api_refuses_exits_2_within_5_s_with_one_line(

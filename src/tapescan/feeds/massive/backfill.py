@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +38,13 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
-from tapescan.feeds.massive.rest import REQUEST_THREADS, MassiveRest
+from tapescan.feeds.massive.rest import (
+    REQUEST_THREADS,
+    MassiveRest,
+    MassiveRestError,
+    RestInterruptedError,
+)
+from tapescan.feeds.massive.snapshot import active_rows
 from tapescan.market.calendar import MarketCalendar, ns_to_et
 from tapescan.model import NS_PER_MINUTE, AggregateBatch, AggregateKind, Universe
 
@@ -143,14 +149,17 @@ def gap_bars(
     gap: Gap,
     emit: Callable[[BackfillItem], None],
     stop: threading.Event,
+    asked: Sequence[int] | None = None,
 ) -> tuple[int, int]:
-    """Every ticker's minute bars of ``gap`` to ``emit``, ``BATCH_TICKERS`` tickers a batch;
-    returns (bars, requests). Ends early, without error, once ``stop`` is set."""
+    """The minute bars of ``gap`` of every ticker (of the universe rows ``asked``, in order,
+    when given) to ``emit``, ``BATCH_TICKERS`` tickers a batch; returns (bars, requests). Ends
+    early, without error, once ``stop`` is set."""
     symbols = universe.symbols
     last_ms = (gap.to_ns - NS_PER_MINUTE) // NS_PER_MS  # the gap's last minute, inclusive
     path = f"/range/1/minute/{gap.from_ns // NS_PER_MS}/{last_ms}"
     params = {"adjusted": "true", "sort": "asc", "limit": RESULTS_LIMIT}
-    rows = iter(range(len(symbols)))
+    total = len(symbols) if asked is None else len(asked)
+    rows = iter(range(len(symbols)) if asked is None else asked)
     pending: deque[tuple[int, Future[_Bars]]] = deque()
 
     def submit(row: int) -> None:
@@ -178,7 +187,7 @@ def gap_bars(
                     bars += len(batch)
                     emit(batch)
             if done % PROGRESS_EVERY == 0 or not pending:
-                emit(Progress(gap, done, len(symbols)))
+                emit(Progress(gap, done, total))
     finally:
         for _, future in pending:
             future.cancel()
@@ -255,6 +264,8 @@ class BackfillCounters:
     bars: int = 0
     seconds: float = 0.0
     failed: int = 0
+    quiet: int = 0  # tickers not asked: the snapshot showed no trade since the gap began
+    snapshot_failures: int = 0  # snapshots that could not be had (every ticker was asked)
     running: str | None = None  # the gap being filled and how far
     last: dict[str, Any] | None = None  # the latest gap filled
 
@@ -265,6 +276,8 @@ class BackfillCounters:
             "bars": self.bars,
             "seconds": round(self.seconds, 3),
             "failed": self.failed,
+            "quiet": self.quiet,
+            "snapshot_failures": self.snapshot_failures,
             "running": self.running,
             "last": self.last,
         }
@@ -353,4 +366,20 @@ class Backfiller:
             self.open_rest() as rest,
             ThreadPoolExecutor(REQUEST_THREADS, "massive-backfill") as pool,
         ):
-            return gap_bars(rest, pool, self.universe, gap, emit, self._stop)
+            asked = self._active(rest, gap)
+            bars, requests = gap_bars(rest, pool, self.universe, gap, emit, self._stop, asked)
+            return bars, requests + 1  # the snapshot's
+
+    def _active(self, rest: MassiveRest, gap: Gap) -> list[int] | None:
+        """The rows of the tickers the full-market snapshot shows active since the gap began
+        (None: the snapshot failed, every ticker is asked)."""
+        try:
+            rows = active_rows(rest, self.universe, gap.from_ns)
+        except RestInterruptedError:
+            raise
+        except MassiveRestError as error:
+            self.counters.snapshot_failures += 1
+            log.warning("full-market snapshot failed, asking every ticker: %s", error)
+            return None
+        self.counters.quiet += len(self.universe) - len(rows)
+        return [int(row) for row in rows]

@@ -165,12 +165,24 @@ class TodayMinutes:
             self._drawn_until_ns = max(self._drawn_until_ns, batch.ts_event_ns)
             self._changed.notify_all()
 
+    @property
+    def day(self) -> dt.date | None:
+        """The session whose minutes are kept (None before the first is drawn)."""
+        with self._changed:
+            return self._day
+
     def drawn_until(self, day: dt.date, ts_ns: int, timeout_s: float) -> bool:
         """Wait until the minutes of ``day`` ending by ``ts_ns`` are drawn (False: timed out)."""
         with self._changed:
             return self._changed.wait_for(
                 lambda: self._day == day and self._drawn_until_ns >= ts_ns, timeout_s
             )
+
+    def totals(self, rows: int, now_ns: int) -> DayTotals:
+        """The day so far of every row, from the minutes ended by ``now_ns``."""
+        with self._changed:
+            batches, day = list(self._batches), self._day
+        return day_totals(batches, day, rows, now_ns)
 
     def bars(self, row: int, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         """``row``'s bars starting in [from_ms, to_ms], in time order."""
@@ -194,6 +206,45 @@ class TodayMinutes:
                     }
                 )
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    """Each symbol row's day so far (its minute bars ended by an instant) and latest bar:
+    what a full-market snapshot reports."""
+
+    day: dt.date | None
+    traded: npt.NDArray[np.bool_]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.int64]
+    last: npt.NDArray[np.int64]  # index into ``bars`` of the row's latest bar (-1: none)
+    bars: list[AggregateBatch]
+
+
+def day_totals(
+    batches: list[AggregateBatch], day: dt.date | None, rows: int, now_ns: int
+) -> DayTotals:
+    """Totals of ``batches`` (one minute each, in time order) that ended by ``now_ns``."""
+    kept = [batch for batch in batches if batch.ts_event_ns <= now_ns]
+    open_ = np.full(rows, np.nan)
+    high = np.full(rows, -np.inf)
+    low = np.full(rows, np.inf)
+    close = np.full(rows, np.nan)
+    volume = np.zeros(rows, dtype=np.int64)
+    last = np.full(rows, -1, dtype=np.int64)
+    for index, batch in enumerate(kept):
+        at = batch.symbol_index
+        first = np.isnan(open_[at])
+        open_[at[first]] = batch.open[first]
+        high[at] = np.maximum(high[at], batch.high)
+        low[at] = np.minimum(low[at], batch.low)
+        close[at] = batch.close
+        volume[at] += batch.volume
+        last[at] = index
+    return DayTotals(day, last >= 0, open_, high, low, close, volume, last, kept)
 
 
 def _starting_within(
@@ -337,12 +388,13 @@ class FakeMarket:
     def minute_bars(
         self, ticker: str, day: dt.date, from_ms: int, to_ms: int, now_ns: int
     ) -> list[dict[str, Any]]:
-        """``ticker``'s minute bars of ``day`` starting in [from_ms, to_ms]: a past session's,
-        or the served session's minutes closed by ``now_ns`` (none for other days)."""
+        """``ticker``'s minute bars of ``day`` starting in [from_ms, to_ms]: a past session's
+        (the day just ended among them when the fake starts after 20:00 ET), or the served
+        session's minutes closed by ``now_ns`` (none for other days)."""
         row = self.market.universe.index_of(ticker)
         if row < 0:
             return []
-        if day == self.session or day == self.market.calendar.trading_day(now_ns):
+        if day in (self.session, self.today.day):  # minutes the feed draws
             closed_ms = now_ns // NS_PER_MS - MINUTE_MS  # a minute is served once it has ended
             to_ms = min(to_ms, closed_ms)
             if to_ms < from_ms:
@@ -359,6 +411,58 @@ class FakeMarket:
                 self._minutes = session_minutes(self._minute_market, day)
             minutes = self._minutes
         return [b for b in minutes.bars(row) if from_ms <= b["t"] <= to_ms]
+
+    def snapshot(self, now_ns: int) -> list[dict[str, Any]]:
+        """Every ticker's full-market snapshot at ``now_ns``, from the served session's minutes
+        ended by then: ``day`` so far, ``min`` (its latest minute bar, ``av`` the day's volume),
+        ``prevDay`` (the session before), ``updated`` (ns, the last instant of its latest bar;
+        before its first bar of the day, the close of its previous session). No ``lastTrade``
+        or ``lastQuote``: a plan of aggregates only."""
+        totals = self.today.totals(len(self.symbols), now_ns)
+        previous = self.market.calendar.previous_sessions(self.session, 1)[0]
+        prior = {row["T"]: row for row in self._daily.get(previous) or ()}
+        prior_close_ns = _close_ms(previous) * NS_PER_MS
+        out: list[dict[str, Any]] = []
+        for row, symbol in enumerate(self.symbols):
+            item: dict[str, Any] = {"ticker": symbol, "todaysChange": 0.0, "todaysChangePerc": 0.0}
+            before = prior.get(symbol)
+            if before is not None:
+                item["prevDay"] = {k: before[k] for k in ("o", "h", "l", "c", "v")}
+            index = int(totals.last[row])
+            if index < 0:
+                item["day"] = {"o": 0, "h": 0, "l": 0, "c": 0, "v": 0, "vw": 0}
+                item["updated"] = prior_close_ns if before is not None else 0
+                out.append(item)
+                continue
+            bar = totals.bars[index]
+            at = int(np.searchsorted(bar.symbol_index, row))
+            start_ns = int(bar.start_ns[at])
+            close = float(totals.close[row])
+            item["day"] = {
+                "o": float(totals.open[row]),
+                "h": float(totals.high[row]),
+                "l": float(totals.low[row]),
+                "c": close,
+                "v": int(totals.volume[row]),
+            }
+            item["min"] = {
+                "av": int(totals.volume[row]),
+                "o": float(bar.open[at]),
+                "h": float(bar.high[at]),
+                "l": float(bar.low[at]),
+                "c": float(bar.close[at]),
+                "v": int(bar.volume[at]),
+                "vw": round(float(bar.vwap[at]), 4),
+                "n": int(bar.trades[at]),
+                "t": start_ns // NS_PER_MS,
+            }
+            item["updated"] = start_ns + 59 * NS_PER_SECOND  # within its last minute
+            if before is not None and before["c"]:
+                change = close - float(before["c"])
+                item["todaysChange"] = round(change, 4)
+                item["todaysChangePerc"] = round(100 * change / float(before["c"]), 4)
+            out.append(item)
+        return out
 
     def status_at(self, ts_ns: int) -> str:
         """``open``, ``extended-hours`` or ``closed``, from the calendar."""

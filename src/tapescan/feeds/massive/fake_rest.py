@@ -9,11 +9,13 @@
 - ``GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}``: one ticker's minute bars starting
   in [from, to] (dates or Unix ms): a past session's (the fake draws a session whole on its first
   request and keeps that one), or the served session's minutes that have ended;
+- ``GET /v2/snapshot/locale/us/markets/stocks/tickers``: every ticker's full-market snapshot
+  (``day``, ``min``, ``prevDay``, ``updated`` in ns) from the served session's minutes ended;
 - ``GET /v1/marketstatus/now``: no envelope, as the real one; ``serverTime`` is the fake's clock.
 
 The key is accepted as ``Authorization: Bearer`` or ``?apiKey=``; a wrong one gets the real 401
 body. Faults, chosen by flags: a 429 (with ``Retry-After``) every N requests, an HTML 504 page
-every N requests.
+every N requests, a snapshot of the wrong shape.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class RestFaults:
     html_504_every: int = 0  # every Nth request answers an nginx-style HTML 504 (0: never)
     retry_after_s: float = 0.2
     today_delay_s: float = 0.0  # each request for the served session's minutes waits this long
+    bad_snapshot: bool = False  # the full-market snapshot answers a body of the wrong shape
 
 
 @dataclass(slots=True)
@@ -174,6 +177,14 @@ def rest_app(
             body["results"] = bars[:AGGREGATES_LIMIT_MAX]
         return JSONResponse(body)
 
+    def snapshot(request: Request) -> Response:  # sync: Starlette runs it in a thread
+        if (answer := refused(request)) is not None:
+            return answer
+        if chosen.bad_snapshot:
+            return JSONResponse(_envelope(count=1, tickers="not a list"))
+        tickers = market.snapshot(clock.now_ns())
+        return JSONResponse(_envelope(count=len(tickers), tickers=tickers))
+
     async def market_status(request: Request) -> Response:
         if (answer := refused(request)) is not None:
             return answer
@@ -190,6 +201,7 @@ def rest_app(
                 "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}",
                 minute_aggregates,
             ),
+            Route("/v2/snapshot/locale/us/markets/stocks/tickers", snapshot),
             Route("/v1/marketstatus/now", market_status),
         ]
     )

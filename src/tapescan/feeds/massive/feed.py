@@ -22,7 +22,7 @@ import itertools
 import threading
 from asyncio import FIRST_COMPLETED
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,18 +172,26 @@ class MassiveFeed:
             )
         return Details(table, "feed")
 
-    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
+    def warmup(
+        self,
+        session: dt.date,
+        on_step: StepCallback | None = None,
+        only: Collection[dt.date] | None = None,
+    ) -> Warmup:
         """Grouped daily bars of the 40 sessions before ``session`` and the slot profiles of the
-        last 10, requested as they are read."""
+        last 10 (``only`` those of them, when given), requested as they are read."""
         days = self.calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
-        return Warmup(session, self._daily_sessions(days, on_step))
+        minute_days = set(days[-MINUTE_HISTORY_SESSIONS:])
+        if only is not None:
+            days = [day for day in days if day in only]
+        return Warmup(session, self._daily_sessions(days, minute_days, on_step))
 
     def _daily_sessions(
-        self, days: Sequence[dt.date], on_step: StepCallback | None
+        self, days: Sequence[dt.date], minute_days: set[dt.date], on_step: StepCallback | None
     ) -> Iterator[WarmupSession]:
-        """Each session's grouped daily bars; the last 10 also their slot profiles, from each
-        ticker's minute aggregates (a request per ticker and session)."""
-        minute_days = set(days[-MINUTE_HISTORY_SESSIONS:])
+        """Each session's grouped daily bars; those in ``minute_days`` (the last 10) also their
+        slot profiles, from each ticker's minute aggregates (a request per ticker and session)."""
+        minute_days = minute_days & set(days)
         symbols = len(self._universe)
         total = len(days) + len(minute_days) * symbols
         done = 0

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -42,6 +42,8 @@ REQUEST_THREADS = 8  # requests in flight at once (the per-ticker minute aggrega
 PAGES_MAX = 1_000  # a paginated listing longer than this is a server bug, not data
 OK_STATUSES = frozenset({"OK", "DELAYED"})
 
+T = TypeVar("T")
+Decoder = msgspec.json.Decoder
 _decode = msgspec.json.Decoder(dict[str, Any])
 # httpx logs every request at INFO: thousands of lines in a warm-up. Failures are ours to say.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -109,11 +111,17 @@ class MassiveRest:
 
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """One JSON answer of ``path`` (relative to the base URL, or a full ``next_url``)."""
+        return self.get_as(path, params, _decode)
+
+    def get_as(self, path: str, params: dict[str, str] | None, decoder: Decoder[T]) -> T:
+        """One JSON answer of ``path`` decoded by ``decoder`` (a typed one keeps only the
+        fields it names: a full-market snapshot's ~10 MB never become Python objects whole).
+        An answer of the wrong shape is a ``MassiveRestError``."""
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         family = _family(path)
         started = time.monotonic()
         try:
-            return self._get(url, params, family)
+            return self._get(url, params, family, decoder)
         finally:
             with self._lock:
                 self.counters.seconds += time.monotonic() - started
@@ -134,7 +142,7 @@ class MassiveRest:
             yield body
         raise MassiveRestError(f"{_family(path)}: more than {PAGES_MAX} pages")
 
-    def _get(self, url: str, params: dict[str, str] | None, family: str) -> dict[str, Any]:
+    def _get(self, url: str, params: dict[str, str] | None, family: str, decoder: Decoder[T]) -> T:
         wait = BACKOFF_BASE_S
         for attempt in range(1, self._attempts + 1):
             if self._on_request is not None:
@@ -152,7 +160,7 @@ class MassiveRest:
             else:
                 code = response.status_code
                 if code == 200:
-                    return self._body(response, family)
+                    return self._body(response, family, decoder)
                 message = _message(response)
                 if code in (401, 403):
                     raise MassiveFatalError(
@@ -182,14 +190,15 @@ class MassiveRest:
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     @staticmethod
-    def _body(response: httpx.Response, family: str) -> dict[str, Any]:
+    def _body(response: httpx.Response, family: str, decoder: Decoder[T]) -> T:
         try:
-            body = _decode.decode(response.content)
-        except msgspec.DecodeError as error:
-            raise MassiveRestError(f"{family}: the answer is not a JSON object ({error})") from None
-        status = body.get("status")
+            body = decoder.decode(response.content)
+        except msgspec.DecodeError as error:  # ValidationError included
+            raise MassiveRestError(f"{family}: the answer is not of its shape ({error})") from None
+        status = body.get("status") if isinstance(body, dict) else getattr(body, "status", None)
         if status is not None and status not in OK_STATUSES:
-            raise MassiveRestError(f"{family}: status {status}: {body.get('error') or ''}")
+            said = body.get("error") if isinstance(body, dict) else getattr(body, "error", None)
+            raise MassiveRestError(f"{family}: status {status}: {said or ''}")
         return body
 
 
@@ -210,6 +219,8 @@ def _family(path: str) -> str:
         path = "/" + path.split("://", 1)[1].partition("/")[2]
     path = path.partition("?")[0]
     parts = path.strip("/").split("/")
+    if parts[:2] == ["v2", "snapshot"]:
+        return "/v2/snapshot"
     if parts[:2] == ["v2", "aggs"] and len(parts) > 2:
         return "/v2/aggs/" + parts[2]
     if parts[:3] == ["v3", "reference", "tickers"]:

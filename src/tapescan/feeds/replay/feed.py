@@ -7,7 +7,7 @@ import bisect
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -182,16 +182,24 @@ class ReplayFeed:
     def interrupt(self) -> None:
         """Nothing waits on a network here."""
 
-    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
-        """Daily bars of the last 40 file dates and slot volume of the last 10 sessions before.
+    def warmup(
+        self,
+        session: dt.date,
+        on_step: StepCallback | None = None,
+        only: Collection[dt.date] | None = None,
+    ) -> Warmup:
+        """Daily bars of the last 40 file dates and slot volume of the last 10 sessions before
+        (``only`` those of them, when given).
 
         ``on_step`` follows the pass over the minute-bar file: (rows read, rows in the file).
         """
         dates = [day for day in self.summary.daily_bars.sessions if day < session]
-        daily = daily_history(
-            self.files.daily_bars, dates[-DAILY_HISTORY_SESSIONS:], self._symbols, self._limits
-        )
+        dates = dates[-DAILY_HISTORY_SESSIONS:]
         earlier = [day for day in self.sessions if day < session][-MINUTE_HISTORY_SESSIONS:]
+        if only is not None:
+            dates = [day for day in dates if day in only]
+            earlier = [day for day in earlier if day in only]
+        daily = daily_history(self.files.daily_bars, dates, self._symbols, self._limits)
         slots = {}
         if earlier:
             slots = slot_volume(

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -71,22 +71,31 @@ class SimFeed:
     def interrupt(self) -> None:
         """Nothing waits on a network here."""
 
-    def warmup(self, session: dt.date, on_step: StepCallback | None = None) -> Warmup:
-        """Daily bars of the 40 sessions before ``session`` and slot volume of the last 10.
+    def warmup(
+        self,
+        session: dt.date,
+        on_step: StepCallback | None = None,
+        only: Collection[dt.date] | None = None,
+    ) -> Warmup:
+        """Daily bars of the 40 sessions before ``session`` and slot volume of the last 10
+        (``only`` those of them, when given).
 
         The last 10 sessions are simulated minute by minute, so their daily bars are the
         aggregates of the minutes that a replay of the same dates would see. Each is drawn
         when the warm-up is read that far (one session's slot volume in memory at a time).
         """
-        return Warmup(session, self._warmup_sessions(session, on_step))
+        return Warmup(session, self._warmup_sessions(session, on_step, only))
 
     def _warmup_sessions(
-        self, session: dt.date, on_step: StepCallback | None
+        self, session: dt.date, on_step: StepCallback | None, only: Collection[dt.date] | None
     ) -> Iterator[WarmupSession]:
         calendar = self._market.calendar
         daily_sessions = calendar.previous_sessions(session, DAILY_HISTORY_SESSIONS)
         minute_sessions = daily_sessions[-MINUTE_HISTORY_SESSIONS:]
         modelled = daily_sessions[:-MINUTE_HISTORY_SESSIONS]
+        if only is not None:
+            minute_sessions = [day for day in minute_sessions if day in only]
+            modelled = [day for day in modelled if day in only]
         # a step per modelled session and per 30-minute chunk of each simulated one
         total = len(modelled) + sum(
             calendar.session(day).extended_minutes // CHUNK_MINUTES for day in minute_sessions

@@ -1,0 +1,64 @@
+"""The full-market snapshot decides which tickers a gap asks: quiet ones are left out, and
+anything uncertain is asked (a ticker not shown, or shown without an instant). A snapshot of
+the wrong shape (every ticker asked) is tests/feeds/massive/test_backfill.py's, through the
+fake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from tapescan.feeds.massive.snapshot import active_rows, to_ns
+from tapescan.model import Universe
+
+GAP_NS = 1_764_000_000 * 10**9  # the gap's start (2025-11-24 16:00 UTC)
+MINUTE_NS = 60 * 10**9
+
+
+class Answer:
+    """A REST client that answers the snapshot with ``body``, decoded as the real one does."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.raw = msgspec.json.encode(body)
+
+    def get_as(self, path: str, params: dict[str, str] | None, decoder: Any) -> Any:
+        assert path == "/v2/snapshot/locale/us/markets/stocks/tickers"
+        return decoder.decode(self.raw)
+
+
+@pytest.mark.parametrize(
+    "value", [GAP_NS, GAP_NS // 1_000, GAP_NS // 1_000_000, GAP_NS // 1_000_000_000]
+)
+def test_instants_in_any_unit_come_out_in_ns(value: int) -> None:
+    got = to_ns(float(value))
+    assert got is not None
+    assert abs(got - GAP_NS) < 10**9
+
+
+@pytest.mark.parametrize("value", [None, 0, -5, 12.0, float("nan"), 1e30])
+def test_no_instant_is_none(value: float | None) -> None:
+    assert to_ns(value) is None
+
+
+def test_quiet_tickers_are_left_out_and_uncertain_ones_asked() -> None:
+    universe = Universe(["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG"])
+    old_ns = GAP_NS - 30 * MINUTE_NS
+    body = {
+        "status": "OK",
+        "tickers": [
+            {"ticker": "AAA", "updated": old_ns},  # quiet since half an hour before the gap
+            {"ticker": "BBB", "updated": old_ns, "lastTrade": {"t": (GAP_NS + 5) // 1000}},
+            {"ticker": "CCC", "updated": old_ns, "min": {"t": (GAP_NS - MINUTE_NS) // 10**6}},
+            {"ticker": "DDD"},  # no instant at all: asked
+            {"ticker": "EEE", "updated": 0, "day": {"v": 0}},  # zeros before a first trade
+            {"ticker": "ZZZ", "updated": GAP_NS},  # not ours
+            {"ticker": "GGG", "updated": GAP_NS - MINUTE_NS // 2},  # within the margin
+            # FFF is not shown: asked
+        ],
+    }
+    rows = active_rows(Answer(body), universe, GAP_NS)  # type: ignore[arg-type]
+    assert [universe.symbols[r] for r in rows] == ["BBB", "CCC", "DDD", "EEE", "FFF", "GGG"]
+    assert rows.dtype == np.intp
