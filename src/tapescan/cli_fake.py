@@ -98,6 +98,13 @@ def fake_massive(
             help="Fault: the full-market snapshot answers a body of the wrong shape.",
         ),
     ] = False,
+    no_float_plan: Annotated[
+        bool,
+        typer.Option(
+            "--no-float-plan",
+            help="Fault: the float listing answers 403, as to a plan without it.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a fake Massive (stocks WebSocket and REST) from the simulated market, for trying
     `tapescan run --feed massive` without a key (docs/live.md)."""
@@ -180,6 +187,7 @@ def fake_massive(
                 html_504_every,
                 today_delay_s=slow_today_ms / 1000,
                 bad_snapshot=bad_snapshot,
+                no_float_plan=no_float_plan,
             ),
             stop,
             ready,

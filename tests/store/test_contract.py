@@ -162,6 +162,21 @@ def test_minute_bars_marked_as_corrections_replace_the_bars_they_correct(store: 
     assert [volumes[k] for k in keys[:14]] == first.column("volume").to_pylist()[:14]
 
 
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_postgres_keeps_the_last_copy_of_a_bar_written_twice_unmarked(store: Store) -> None:
+    """A bar written again without the corrections mark (a newer copy) wins on PostgreSQL
+    whatever else its write holds (the embedded store appends such rows)."""
+    first = minute_bars(DAY, ["AAPL"], 3)
+    at = first.schema.get_field_index("volume")
+    store.write("minute_bars", first)
+    alone = first.slice(0, 1).set_column(at, "volume", pa.array([41]))
+    store.write("minute_bars", alone.append_column(REPLACES, pa.array([False])))
+    with_a_correction = first.slice(1, 2).set_column(at, "volume", pa.array([42, 43]))
+    store.write("minute_bars", with_a_correction.append_column(REPLACES, pa.array([False, True])))
+    back = store.export_session("minute_bars", DAY).sort_by("ts")
+    assert back.column("volume").to_pylist() == [41, 42, 43]
+
+
 def test_sessions_drop_and_export(store: Store) -> None:
     days = [DAY - dt.timedelta(days=2), DAY - dt.timedelta(days=1), DAY]
     for i, day in enumerate(days):

@@ -23,7 +23,7 @@ from psycopg import sql
 
 from tapescan.store.base import Store, StoreError, StoreUnavailableError, session_values
 from tapescan.store.migrations import Migration
-from tapescan.store.tables import TABLES, TableSpec
+from tapescan.store.tables import MINUTE_BARS, TABLES, TableSpec
 
 PARTITIONED = frozenset({"minute_bars", "slot_volume", "scan_events", "scan_entries"})
 
@@ -156,9 +156,10 @@ class PostgresStore(Store):
     def _append(
         self, spec: TableSpec, table: pa.Table, replace: bool, replacing: pa.Table | None
     ) -> None:
-        # Rows that replace others come with new ones: every conflict updates (the others
-        # conflict only as the same bar again, which changes nothing).
-        replace = replace or replacing is not None
+        # Minute bars: every conflict updates, whether or not the write carries corrections
+        # (a bar not marked as one conflicts only as the same bar again, or a newer copy of
+        # it: last write wins either way, whatever else is in the write).
+        replace = replace or replacing is not None or spec.name == MINUTE_BARS.name
         with _unavailable_on_disconnect():
             self._ensure_partitions(spec, table)
             connection = self._w()

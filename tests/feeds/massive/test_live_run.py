@@ -99,18 +99,19 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert connection["rest"]["by_endpoint"] == {
             "/v3/reference/tickers": 2,  # a page of common stocks, one (empty) of ETFs
             "/v3/reference/tickers/{ticker}": 300,  # each ticker's details, once a day
+            "/stocks/vX/float": 1,  # every ticker's float, 5,000 a page
             "/v2/aggs/grouped": 40,
             "/v2/aggs/ticker": 10 * 300 + 300,  # the RVOL baseline, today's bars since 04:00
             "/v2/snapshot": 1,  # which tickers traded since 04:00 (at 10:00 ET, all)
         }
         assert health["store"]["details_source"] == "feed"
-        # market cap and sector from the details; no float (Massive's details have none)
+        # market cap and sector from the details, the float from the float listing
         reference = SimMarket(7, 300, market_calendar()).reference_table().to_pylist()
         for item in reference[:20]:
             values = httpx.get(f"{server.url}/api/v1/symbols/{item['symbol']}").json()["values"]
             assert values["market_cap"] == item["market_cap"]
             assert values["sector"] == item["sector"]
-            assert values["float_shares"] is None
+            assert values["float_shares"] == item["float_shares"]
         backfill = connection["backfill"]
         assert backfill["gaps"] == 1
         assert backfill["requests"] == 300 + 1  # and the snapshot
@@ -127,7 +128,7 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
         assert sum(v is not None for v in rvol) >= 10
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "tapescan_feed_socket_live 1.0" in metrics
-        assert "tapescan_feed_rest_requests 3643.0" in metrics
+        assert "tapescan_feed_rest_requests 3644.0" in metrics
         # today's volume from 04:00 is in: the bars REST brought were recorded to the store
         first = recorded_bars(server.url, tickers[0])[0]
         assert str(first["t"]) < "2026-11-24T15:00"  # before the start: from REST
@@ -168,6 +169,7 @@ def test_a_run_takes_universe_and_history_from_rest_and_bars_from_the_socket(
             assert connection["rest"]["by_endpoint"] == {
                 "/v3/reference/tickers": 2,
                 "/v3/reference/tickers/{ticker}": 300,  # the next session's details
+                "/stocks/vX/float": 1,
                 "/v2/aggs/grouped": 1,  # the 24th
                 "/v2/aggs/ticker": 300,  # the 24th's slot profiles
             }
@@ -293,13 +295,14 @@ def test_ticker_details_come_a_request_per_ticker_unless_the_store_has_them(
     details = found.table
     assert details.num_rows == 300
     assert feed.rest_counters.by_path["/v3/reference/tickers/{ticker}"] == 300
+    assert feed.rest_counters.by_path["/stocks/vX/float"] == 1
     ours = {row["symbol"]: row for row in details.to_pylist()}
     for item in reference.to_pylist():
         row = ours[item["symbol"]]
         assert row["market_cap"] == item["market_cap"]
         assert row["shares_outstanding"] == item["shares_outstanding"]
         assert (row["sector"], row["name"]) == (item["sector"], item["name"])
-        assert row["float_shares"] is None
+        assert row["float_shares"] == item["float_shares"]
         assert row["updated"] == SESSION
     again = feed.details(SESSION, details)  # complete in the store: no request
     assert again.source == "store"

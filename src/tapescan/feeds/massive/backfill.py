@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +42,7 @@ from tapescan.feeds.massive.rest import (
     MassiveRest,
     MassiveRestError,
     RestInterruptedError,
+    in_order,
 )
 from tapescan.feeds.massive.snapshot import active_rows
 from tapescan.market.calendar import MarketCalendar, ns_to_et
@@ -158,39 +158,31 @@ def gap_bars(
     last_ms = (gap.to_ns - NS_PER_MINUTE) // NS_PER_MS  # the gap's last minute, inclusive
     path = f"/range/1/minute/{gap.from_ns // NS_PER_MS}/{last_ms}"
     params = {"adjusted": "true", "sort": "asc", "limit": RESULTS_LIMIT}
-    total = len(symbols) if asked is None else len(asked)
-    rows = iter(range(len(symbols)) if asked is None else asked)
-    pending: deque[tuple[int, Future[_Bars]]] = deque()
+    wanted = range(len(symbols)) if asked is None else asked
 
-    def submit(row: int) -> None:
+    def fetch(row: int) -> _Bars:
         url = f"/v2/aggs/ticker/{quote(symbols[row], safe='')}{path}"
-        pending.append((row, pool.submit(_fetch, rest, url, params, gap, row)))
+        return _fetch(rest, url, params, gap, row)
 
-    for row in itertools.islice(rows, REQUEST_THREADS * 4):
-        submit(row)
     parts: list[_Bars] = []
     bars = done = 0
-    try:
-        while pending and not stop.is_set():
-            _, future = pending.popleft()
-            part = future.result()
+    with contextlib.closing(in_order(pool, wanted, fetch)) as answers:
+        for _, answer in answers:
+            if stop.is_set():
+                break
+            part = answer.result()
+            done += 1
             if len(part.start_ns):
                 parts.append(part)
-            following = next(rows, None)
-            if following is not None:
-                submit(following)
-            done += 1
-            if done % BATCH_TICKERS == 0 or not pending:
+            last = done == len(wanted)
+            if done % BATCH_TICKERS == 0 or last:
                 batch = _batch(parts)
                 parts = []
                 if batch is not None:
                     bars += len(batch)
                     emit(batch)
-            if done % PROGRESS_EVERY == 0 or not pending:
-                emit(Progress(gap, done, total))
-    finally:
-        for _, future in pending:
-            future.cancel()
+            if done % PROGRESS_EVERY == 0 or last:
+                emit(Progress(gap, done, len(wanted)))
     return bars, done
 
 

@@ -1,31 +1,34 @@
 """Reference details of every ticker: market cap, shares outstanding and sector, from
 ``GET /v3/reference/tickers/{ticker}`` (a request per ticker, ``REQUEST_THREADS`` in flight:
-~75 s at 11,882 tickers), once a day; the store keeps them with the day they were taken, and a
-later start that day reads them back instead.
+~75 s at 11,882 tickers), and the free float of all of them from ``GET /stocks/vX/float`` (a
+listing, 5,000 a page: 3 requests), once a day; the store keeps them with the day they were
+taken, and a later start that day reads them back instead.
 
-Massive's ticker details have no float: ``float_shares`` stays null on this feed, and a scan that
-filters on it lists nothing. ``share_class_shares_outstanding`` (this class's shares) is taken
-as shares outstanding, else ``weighted_shares_outstanding``; ``sic_description`` as the sector.
-A ticker whose request fails keeps its listing's name and exchange and no details, and is not
-marked as taken (a later start asks again); after ``FAILURES_IN_A_ROW_MAX`` failures in a row
-(REST down: each took its retries) the rest are not asked.
+``share_class_shares_outstanding`` (this class's shares) is taken as shares outstanding, else
+``weighted_shares_outstanding``; ``sic_description`` as the sector; ``free_float`` (shares
+freely tradable: insiders, 5% holders and locked-up shares left out) as the float. A ticker
+whose request fails keeps its listing's name and exchange and no details, and is not marked as
+taken (a later start asks again); after ``FAILURES_IN_A_ROW_MAX`` failures in a row (REST down:
+each took its retries) the rest are not asked. The float endpoint is experimental at Massive and
+not on every plan: refused (401/403) or failing, the floats stay null, with a warning, and the
+rest of the details are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import itertools
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
 
-from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError
+from tapescan.feeds.massive.client import MassiveFatalError
+from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, in_order
 from tapescan.model import Universe
 from tapescan.store.tables import SYMBOLS
 
@@ -55,10 +58,43 @@ def details_row(body: dict[str, Any]) -> dict[str, Any]:
         "name": _text(item.get("name")),
         "exchange": _text(item.get("primary_exchange")),
         "sector": _text(item.get("sic_description")),
-        "float_shares": None,  # not in Massive's ticker details
+        "float_shares": None,  # not in Massive's ticker details: from the float listing
         "shares_outstanding": shares or _positive(item.get("weighted_shares_outstanding")),
         "market_cap": _positive(item.get("market_cap")),
     }
+
+
+FLOAT_PATH = "/stocks/vX/float"
+FLOAT_PAGE = 5_000  # the endpoint's maximum
+
+
+def free_floats(rest: MassiveRest) -> dict[str, float]:
+    """Every ticker's free float (shares) from the float listing, followed page by page; an
+    entry with no positive ``free_float`` is left out."""
+    floats: dict[str, float] = {}
+    for page in rest.pages(FLOAT_PATH, {"limit": str(FLOAT_PAGE), "sort": "ticker.asc"}):
+        results = page.get("results")
+        for item in results if isinstance(results, list) else ():
+            if not isinstance(item, dict):
+                continue
+            ticker, shares = _text(item.get("ticker")), _positive(item.get("free_float"))
+            if ticker is not None and shares is not None:
+                floats[ticker] = shares
+    return floats
+
+
+def with_floats(rest: MassiveRest, details: pa.Table) -> pa.Table:
+    """``details`` (SYMBOLS rows) with ``float_shares`` from the float listing; unchanged, with
+    a warning, when the listing is refused or fails (the plan may not include it)."""
+    try:
+        floats = free_floats(rest)
+    except (MassiveRestError, MassiveFatalError) as error:
+        log.warning("no free floats (float_shares stays null): %s", error)
+        return details
+    symbols = details.column("symbol").to_pylist()
+    column = pa.array([floats.get(symbol) for symbol in symbols], pa.float64())
+    at = details.schema.get_field_index("float_shares")
+    return details.set_column(at, SYMBOLS.schema.field("float_shares"), column)
 
 
 def ticker_details(
@@ -76,26 +112,21 @@ def ticker_details(
     listed = listing.column("symbol").to_pylist()
     names = dict(zip(listed, listing.column("name").to_pylist(), strict=True))
     exchanges = dict(zip(listed, listing.column("exchange").to_pylist(), strict=True))
-    rows = iter(range(len(symbols)))
-    pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
     found: list[dict[str, Any]] = []
     failed = in_a_row = 0
 
-    def submit(row: int) -> None:
+    def fetch(row: int) -> dict[str, Any]:
         path = f"/v3/reference/tickers/{quote(symbols[row], safe='')}"
-        pending.append((row, pool.submit(rest.get, path, {"date": day.isoformat()})))
+        return rest.get(path, {"date": day.isoformat()})
 
-    for row in itertools.islice(rows, threads * 4):
-        submit(row)
-    done = 0
     if on_step is not None:
         on_step(0, len(symbols))
-    try:
-        while pending:
-            row, future = pending.popleft()
+    ordered = in_order(pool, range(len(symbols)), fetch, threads * 4)
+    with contextlib.closing(ordered) as answers:
+        for done, (row, answer) in enumerate(answers, start=1):
             taken: dt.date | None = day
             try:
-                values = details_row(future.result())
+                values = details_row(answer.result())
                 in_a_row = 0
             except MassiveRestError as error:  # this ticker only (a 404, retries used up)
                 failed += 1
@@ -114,15 +145,8 @@ def ticker_details(
                     in_a_row,
                 )
                 break
-            following = next(rows, None)
-            if following is not None:
-                submit(following)
-            done += 1
             if on_step is not None and (done % PROGRESS_EVERY == 0 or done == len(symbols)):
                 on_step(done, len(symbols))  # where a stop request ends the warm-up
-    finally:
-        for _, future in pending:
-            future.cancel()
     if failed:
         log.warning("reference details: %d of %d tickers failed", failed, len(symbols))
     asked = {values["symbol"] for values in found}

@@ -193,19 +193,22 @@ class TodayMinutes:
             rows = batch.symbol_index
             at = int(np.searchsorted(rows, row))
             if at < len(rows) and rows[at] == row:
-                out.append(
-                    {
-                        "o": float(batch.open[at]),
-                        "h": float(batch.high[at]),
-                        "l": float(batch.low[at]),
-                        "c": float(batch.close[at]),
-                        "v": int(batch.volume[at]),
-                        "vw": round(float(batch.vwap[at]), 4),
-                        "n": int(batch.trades[at]),
-                        "t": int(batch.start_ns[at]) // NS_PER_MS,
-                    }
-                )
+                out.append(bar_of(batch, at))
         return out
+
+
+def bar_of(batch: AggregateBatch, at: int) -> dict[str, Any]:
+    """Row ``at`` of a minute batch as a REST minute aggregate (start ``t`` in ms)."""
+    return {
+        "o": float(batch.open[at]),
+        "h": float(batch.high[at]),
+        "l": float(batch.low[at]),
+        "c": float(batch.close[at]),
+        "v": int(batch.volume[at]),
+        "vw": round(float(batch.vwap[at]), 4),
+        "n": int(batch.trades[at]),
+        "t": int(batch.start_ns[at]) // NS_PER_MS,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +361,7 @@ class FakeMarket:
 
     def ticker_details(self, ticker: str) -> dict[str, Any] | None:
         """One ticker's details, from the simulated reference (None: no such ticker). The
-        simulated float is not in them, as Massive's details have none."""
+        simulated float is not in them, as Massive's details have none (``floats`` lists it)."""
         row = self.market.universe.index_of(ticker)
         if row < 0:
             return None
@@ -380,6 +383,26 @@ class FakeMarket:
             "sic_description": item["sector"],
             "round_lot": 100,
         }
+
+    def floats(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the free-float listing (in ticker order, the simulated float) and the offset
+        of the next page (-1: none)."""
+        if self._reference is None:
+            self._reference = self.market.reference_table().to_pylist()
+        end = min(len(self.symbols), offset + limit)
+        effective = (self.session - dt.timedelta(days=30)).isoformat()
+        page = []
+        for item in self._reference[offset:end]:
+            shares, outstanding = item["float_shares"], item["shares_outstanding"]
+            page.append(
+                {
+                    "ticker": item["symbol"],
+                    "free_float": int(shares),
+                    "free_float_percent": round(100 * shares / outstanding, 2),
+                    "effective_date": effective,
+                }
+            )
+        return page, (end if end < len(self.symbols) else -1)
 
     def grouped_daily(self, day: dt.date) -> list[dict[str, Any]] | None:
         """Daily bars of every symbol on ``day``; None for a day not drawn (no results)."""
@@ -445,17 +468,7 @@ class FakeMarket:
                 "c": close,
                 "v": int(totals.volume[row]),
             }
-            item["min"] = {
-                "av": int(totals.volume[row]),
-                "o": float(bar.open[at]),
-                "h": float(bar.high[at]),
-                "l": float(bar.low[at]),
-                "c": float(bar.close[at]),
-                "v": int(bar.volume[at]),
-                "vw": round(float(bar.vwap[at]), 4),
-                "n": int(bar.trades[at]),
-                "t": start_ns // NS_PER_MS,
-            }
+            item["min"] = {"av": int(totals.volume[row]), **bar_of(bar, at)}
             item["updated"] = start_ns + 59 * NS_PER_SECOND  # within its last minute
             if before is not None and before["c"]:
                 change = close - float(before["c"])

@@ -3,7 +3,10 @@
 - ``GET /v3/reference/tickers``: the simulated universe in pages (``limit`` up to 1,000), with a
   ``next_url`` on this server whose opaque ``cursor`` carries the rest; the key is not in it.
 - ``GET /v3/reference/tickers/{ticker}``: one ticker's details (market cap, shares outstanding,
-  sector as ``sic_description``; no float, as Massive's have none); 404 for an unknown one.
+  sector as ``sic_description``; no float, as Massive's have none: that is the float listing's);
+  404 for an unknown one.
+- ``GET /stocks/vX/float``: every ticker's free float (the simulated float), in pages of up to
+  5,000 with a ``next_url``;
 - ``GET /v2/aggs/grouped/locale/us/market/stocks/{date}``: daily bars of every symbol (ticker key
   ``T``); a day without bars answers ``resultsCount: 0`` and no ``results``.
 - ``GET /v2/aggs/ticker/{ticker}/range/1/minute/{from}/{to}``: one ticker's minute bars starting
@@ -15,7 +18,7 @@
 
 The key is accepted as ``Authorization: Bearer`` or ``?apiKey=``; a wrong one gets the real 401
 body. Faults, chosen by flags: a 429 (with ``Retry-After``) every N requests, an HTML 504 page
-every N requests, a snapshot of the wrong shape.
+every N requests, a snapshot of the wrong shape, a float listing refused (403).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tapescan.market.clock import Clock
 
 _ET = ZoneInfo("America/New_York")
 TICKERS_LIMIT_MAX = 1_000
+FLOATS_LIMIT_MAX = 5_000
 AGGREGATES_LIMIT_MAX = 50_000
 
 
@@ -58,6 +62,7 @@ class RestFaults:
     retry_after_s: float = 0.2
     today_delay_s: float = 0.0  # each request for the served session's minutes waits this long
     bad_snapshot: bool = False  # the full-market snapshot answers a body of the wrong shape
+    no_float_plan: bool = False  # the float listing answers 403, as to a plan without it
 
 
 @dataclass(slots=True)
@@ -134,6 +139,31 @@ def rest_app(
             return JSONResponse(_envelope("NOT_FOUND", message="Ticker not found."), 404)
         return JSONResponse(_envelope(results=found))
 
+    async def floats(request: Request) -> Response:
+        if (answer := refused(request)) is not None:
+            return answer
+        if chosen.no_float_plan:
+            return JSONResponse(
+                _envelope(
+                    "NOT_AUTHORIZED",
+                    message="You are not entitled to this data. Please upgrade your plan.",
+                ),
+                status_code=403,
+            )
+        query = request.query_params
+        try:
+            offset = offset_of(query["cursor"])[0] if "cursor" in query else 0
+            limit = min(FLOATS_LIMIT_MAX, max(1, int(query.get("limit", "100"))))
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(_envelope("ERROR", error="bad cursor or limit"), status_code=400)
+        page, following = market.floats(offset, limit)
+        body = _envelope(results=page)
+        if following >= 0:
+            body["next_url"] = str(
+                request.url.replace(query=f"cursor={cursor_of(following, 'float')}&limit={limit}")
+            )
+        return JSONResponse(body)
+
     async def grouped(request: Request) -> Response:
         if (answer := refused(request)) is not None:
             return answer
@@ -196,6 +226,7 @@ def rest_app(
         routes=[
             Route("/v3/reference/tickers", tickers),
             Route("/v3/reference/tickers/{ticker}", details),
+            Route("/stocks/vX/float", floats),
             Route("/v2/aggs/grouped/locale/us/market/stocks/{date}", grouped),
             Route(
                 "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}",

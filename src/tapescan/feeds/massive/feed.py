@@ -2,8 +2,8 @@
 
 - **Universe**: every active ticker of the chosen types (``/v3/reference/tickers``, common stocks
   and ETFs by default), sorted; listed once at start (~12 pages of 1,000).
-- **Reference**: name and primary exchange from that listing (float, shares outstanding and
-  market cap need one request per ticker; not fetched yet, so those columns are empty).
+- **Reference**: name and primary exchange from that listing; market cap, shares outstanding,
+  sector and float once a day (``details``: a request per ticker, and the float listing).
 - **Warm-up**: grouped daily bars of the 40 sessions before today, one request each, and for the
   last 10 (the RVOL baseline) every ticker's minute aggregates, a request per ticker and
   session, 8 at a time: 118,820 requests at 11,882 symbols. All of it is stored as it comes, so
@@ -18,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import threading
 from asyncio import FIRST_COMPLETED
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,7 @@ from tapescan.feeds.massive.backfill import (
 )
 from tapescan.feeds.massive.client import MassiveClient
 from tapescan.feeds.massive.coverage import Coverage
-from tapescan.feeds.massive.details import COMPLETE_SHARE, ticker_details
+from tapescan.feeds.massive.details import COMPLETE_SHARE, ticker_details, with_floats
 from tapescan.feeds.massive.link import Link, LinkState, topics
 from tapescan.feeds.massive.parse import FrameParser, ParsedFrame, lulds_of, not_ahead
 from tapescan.feeds.massive.rest import (
@@ -63,6 +61,7 @@ from tapescan.feeds.massive.rest import (
     MassiveRest,
     MassiveRestError,
     RestCounters,
+    in_order,
     public_url,
 )
 from tapescan.market.calendar import MarketCalendar
@@ -156,9 +155,9 @@ class MassiveFeed:
     def details(
         self, session: dt.date, stored: pa.Table, on_step: StepCallback | None = None
     ) -> Details:
-        """Every ticker's market cap, shares outstanding and sector for ``session``: those the
-        store took that day when they cover the universe (90%), else a request per ticker
-        (feeds/massive/details.py)."""
+        """Every ticker's market cap, shares outstanding, sector and float for ``session``: those
+        the store took that day when they cover the universe (90%), else a request per ticker
+        and the float listing (feeds/massive/details.py)."""
         if stored.num_rows >= COMPLETE_SHARE * len(self._universe):  # taken today, each
             # a ticker listed since has its listing's name and exchange, no details yet
             known = pa.array(stored.column("symbol").to_pylist())
@@ -170,6 +169,7 @@ class MassiveFeed:
             table = ticker_details(
                 rest, pool, self._universe, self._reference, session, REQUEST_THREADS, on_step
             )
+            table = with_floats(rest, table)
         return Details(table, "feed")
 
     def warmup(
@@ -341,7 +341,8 @@ class MassiveFeed:
                         yield item  # a gap's minute bars: before any end, after any resume
                     else:
                         for luld in lulds_of(item, now, client.parser.counters, resume_ns):
-                            yield luld
+                            if end_ns is None or luld.ts_event_ns <= end_ns:
+                                yield luld  # as the bars: nothing after the end
                         for parsed in item.batches:
                             batch = not_ahead(parsed, now, client.parser.counters)
                             if batch is None:
@@ -505,29 +506,15 @@ def slot_volume(
     path = f"/range/1/minute/{day.isoformat()}/{day.isoformat()}"
     params = {"adjusted": "true", "sort": "asc", "limit": "50000"}
     symbols = universe.symbols
-    rows = iter(range(len(symbols)))
-    pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
 
-    def submit(row: int) -> None:
-        url = f"/v2/aggs/ticker/{quote(symbols[row], safe='')}{path}"
-        pending.append((row, pool.submit(rest.get, url, params)))
+    def fetch(row: int) -> dict[str, Any]:
+        return rest.get(f"/v2/aggs/ticker/{quote(symbols[row], safe='')}{path}", params)
 
-    for row in itertools.islice(rows, REQUEST_THREADS * 4):  # queued ahead; a stop waits for these
-        submit(row)
-    done = 0
-    try:
-        while pending:
-            row, future = pending.popleft()
-            _add_slots(slots[row], future.result(), times.pre_open_ns)
-            following = next(rows, None)
-            if following is not None:
-                submit(following)
-            done += 1
+    with contextlib.closing(in_order(pool, range(len(symbols)), fetch)) as answers:
+        for done, (row, answer) in enumerate(answers, start=1):
+            _add_slots(slots[row], answer.result(), times.pre_open_ns)
             if on_step is not None and (done % PROGRESS_EVERY == 0 or done == len(symbols)):
                 on_step(done, len(symbols))  # where a stop request ends the warm-up
-    finally:
-        for _, future in pending:
-            future.cancel()
     return slots
 
 

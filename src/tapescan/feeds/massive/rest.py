@@ -20,10 +20,13 @@ request ends it between two requests (``on_request``, or the warm-up's own step 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -200,6 +203,32 @@ class MassiveRest:
             said = body.get("error") if isinstance(body, dict) else getattr(body, "error", None)
             raise MassiveRestError(f"{family}: status {status}: {said or ''}")
         return body
+
+
+def in_order(
+    pool: ThreadPoolExecutor,
+    rows: Iterable[int],
+    fetch: Callable[[int], T],
+    ahead: int = REQUEST_THREADS * 4,
+) -> Generator[tuple[int, Future[T]], None, None]:
+    """``fetch(row)`` of each row run on ``pool``, ``ahead`` of them queued at a time, handed out
+    as (row, future) in the order of ``rows`` (the caller takes each result, or its error).
+    Closing the generator (``contextlib.closing``) cancels the requests not started: a stop
+    waits for those in flight only."""
+    remaining = iter(rows)
+    pending: deque[tuple[int, Future[T]]] = deque(
+        (row, pool.submit(fetch, row)) for row in itertools.islice(remaining, ahead)
+    )
+    try:
+        while pending:
+            row, future = pending.popleft()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append((following, pool.submit(fetch, following)))
+            yield row, future
+    finally:
+        for _, future in pending:
+            future.cancel()
 
 
 def _same_origin(url: str, base_url: str) -> bool:
