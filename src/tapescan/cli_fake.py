@@ -1,4 +1,5 @@
-"""``tapescan fake-massive``: Massive's socket and REST API on 127.0.0.1, from the simulator."""
+"""``tapescan fake-massive``: Massive's socket and REST API on 127.0.0.1, from the simulator or
+from recorded files."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import datetime as dt
 import signal
 import time
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -105,13 +107,31 @@ def fake_massive(
             help="Fault: the float listing answers 403, as to a plan without it.",
         ),
     ] = False,
+    bars: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve these recorded minute bars (docs/data-formats.md) instead of the "
+            "simulator; with --daily."
+        ),
+    ] = None,
+    daily: Annotated[Path | None, typer.Option(help="Recorded daily bars, with --bars.")] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Recorded reference data, with --bars (optional).")
+    ] = None,
 ) -> None:
-    """Serve a fake Massive (stocks WebSocket and REST) from the simulated market, for trying
-    `tapescan run --feed massive` without a key (docs/live.md)."""
-    from tapescan.feeds.massive.fake_market import FakeMarket  # noqa: PLC0415 - fast --help
+    """Serve a fake Massive (stocks WebSocket and REST) from the simulated market or from
+    recorded files, for trying `tapescan run --feed massive` without a key (docs/live.md)."""
+    from tapescan.feeds.base import FeedError  # noqa: PLC0415 - fast --help
+    from tapescan.feeds.massive.fake_market import FakeMarket  # noqa: PLC0415
     from tapescan.feeds.massive.fake_rest import RestFaults  # noqa: PLC0415
     from tapescan.feeds.massive.fake_run import FakePorts, bind, serve_fake  # noqa: PLC0415
     from tapescan.feeds.massive.fake_server import Faults  # noqa: PLC0415
+    from tapescan.feeds.massive.fake_source import (  # noqa: PLC0415
+        FakeSource,
+        ReplaySource,
+        SimSource,
+    )
+    from tapescan.feeds.replay.feed import ReplayFeed  # noqa: PLC0415
     from tapescan.feeds.sim.generator import SimMarket  # noqa: PLC0415
     from tapescan.market.calendar import market_calendar, ns_to_et  # noqa: PLC0415
     from tapescan.market.clock import make_clock  # noqa: PLC0415
@@ -136,7 +156,23 @@ def fake_massive(
     # never the environment's MASSIVE_API_KEY: it may be a real key, and the fake prints its own
     chosen_key = key or DEFAULT_KEY
     calendar = market_calendar()
-    start_ns = time.time_ns() if start is None else _instant_ns("--start", start)
+    source: FakeSource
+    if bars is None and daily is None and reference is None:
+        source = SimSource(SimMarket(seed, symbols, calendar), second_aggregates)
+        default_start_ns = time.time_ns()
+        served = f"{symbols} symbols"
+    else:
+        if bars is None or daily is None:
+            _fail("--bars and --daily go together (--reference is optional)")
+        try:
+            replay = ReplayFeed.open(bars, daily, reference, calendar)
+            # by default from 04:00 ET of the first session the files can warm up
+            default_start_ns = calendar.session(replay.start_session()).pre_open_ns
+        except FeedError as error:
+            _fail(str(error))
+        source = ReplaySource(replay)
+        served = f"{len(replay.universe)} symbols from {bars.name} (minute bars only)"
+    start_ns = default_start_ns if start is None else _instant_ns("--start", start)
     drop_at_ns = None if drop_at is None else _instant_ns("--drop-at", drop_at)
     try:
         rest_listener = bind(rest_port if rest_port is not None else (port + 1 if port else 0))
@@ -145,7 +181,7 @@ def fake_massive(
     session = calendar.trading_day(start_ns)
     if start_ns >= calendar.session(session).post_close_ns:
         session = calendar.next_session(session)
-    market = FakeMarket(SimMarket(seed, symbols, calendar), session, second_aggregates, corrections)
+    market = FakeMarket(source, session, corrections)
     market.drop_at_ns = drop_at_ns
     _err.print(f"fake-massive: drawing the history before {session} ...", highlight=False)
     market.draw_history()
@@ -154,7 +190,7 @@ def fake_massive(
     def ready(ports: FakePorts) -> None:
         at = ns_to_et(clock.now_ns())
         _err.print(
-            f"fake-massive: {symbols} symbols, clock {at:%Y-%m-%d %H:%M:%S %Z}"
+            f"fake-massive: {served}, clock {at:%Y-%m-%d %H:%M:%S %Z}"
             f"\n  MASSIVE_API_KEY={chosen_key}"
             f"\n  TAPESCAN_MASSIVE_WS_URL={ports.ws_url}"
             f"\n  TAPESCAN_MASSIVE_REST_URL={ports.rest_url}",

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tapescan.feeds.massive.backfill import Gap, queue
+from tapescan.feeds.massive.backfill import Gap, Handover, queue
 from tapescan.feeds.massive.feed import MassiveConfig, MassiveFeed
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
@@ -205,3 +205,19 @@ def test_gaps_that_come_while_others_wait_join_them() -> None:
     assert list(gaps) == [Gap(0, 2 * minute, "start"), Gap(10 * minute, 111 * minute, "reconnect")]
     queue(gaps, Gap(3 * 86_400 * 10**9, 3 * 86_400 * 10**9 + minute, "reconnect"))  # days later
     assert len(gaps) == 3
+
+
+def test_a_socket_whose_first_minute_bars_start_late_leaves_a_hole_asked_of_rest() -> None:
+    """The server's clock ahead of ours: the live minute's bars went out before the
+    subscription, so the socket's first minute bars are the next minute's."""
+    minute = 60 * 10**9
+    handover = Handover()
+    assert handover.hole(np.array([5 * minute])) is None  # nothing expected yet
+    handover.expect(10 * minute, "start")
+    assert handover.hole(np.array([8 * minute, 9 * minute])) is None  # corrections only
+    assert handover.hole(np.array([11 * minute, 9 * minute])) == Gap(
+        10 * minute, 11 * minute, "start"
+    )
+    assert handover.hole(np.array([13 * minute])) is None  # once: the handover is over
+    handover.expect(20 * minute, "reconnect")
+    assert handover.hole(np.array([20 * minute, 21 * minute])) is None  # in step: no hole

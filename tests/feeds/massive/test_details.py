@@ -192,7 +192,7 @@ def ticker_details_with_floats(listing: FloatListing) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("plan_has_floats", [True, False])
 async def test_the_fake_lists_floats_in_pages_or_refuses_them(plan_has_floats: bool) -> None:
     calendar = market_calendar()
-    market = FakeMarket(SimMarket(7, 30, calendar), DAY, second_aggregates=False)
+    market = FakeMarket.simulated(SimMarket(7, 30, calendar), DAY)
     faults = RestFaults(no_float_plan=not plan_has_floats)
     app = rest_app(market, "k", FastClock(calendar.session(DAY).regular_open_ns), faults)
     transport = httpx.ASGITransport(app=app)
@@ -208,7 +208,7 @@ async def test_the_fake_lists_floats_in_pages_or_refuses_them(plan_has_floats: b
         second = await http.get(first.json()["next_url"])
     assert "next_url" not in second.json()
     got = {r["ticker"]: r["free_float"] for r in first.json()["results"] + second.json()["results"]}
-    reference = market.market.reference_table()
+    reference = market.source.reference_table()
     assert got == dict(
         zip(
             reference.column("symbol").to_pylist(),

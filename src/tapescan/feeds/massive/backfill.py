@@ -127,6 +127,37 @@ def _gap(first: int, live_ns: int, session_end_ns: int, reason: str, am: bool) -
     return Gap(first, end, reason, not_before)
 
 
+@dataclass(slots=True)
+class Handover:
+    """Where REST's minutes end and the socket's must begin, each time the socket goes live.
+
+    The gap asked of REST ends at the minute the socket went live by this machine's clock; the
+    socket brings that minute's ``AM`` bars when it ends. A server whose clock is ahead (a
+    local clock late by a second, or a fake run at 60x) may have sent them before the
+    subscription: the socket's first minute bars then start a minute later, and the minutes
+    between are a hole, asked of REST too (``hole``).
+    """
+
+    from_ns: int | None = None
+    reason: str = "start"
+
+    def expect(self, from_ns: int, reason: str) -> None:
+        self.from_ns, self.reason = from_ns, reason
+
+    def hole(self, starts: npt.NDArray[np.int64]) -> Gap | None:
+        """After a minute batch from the socket: the minutes between the handover and its
+        first bar at or after it (None: none missing, or no handover pending)."""
+        if self.from_ns is None:
+            return None
+        newer = starts[starts >= self.from_ns]
+        if not len(newer):
+            return None  # corrections of earlier minutes: the handover's minute is still to come
+        first = int(newer.min())
+        gap = Gap(self.from_ns, first, self.reason) if first > self.from_ns else None
+        self.from_ns = None
+        return gap
+
+
 def queue(gaps: deque[Gap], gap: Gap) -> None:
     """Add ``gap`` to the gaps waiting; one that reaches the last waiting gap (a socket that
     drops again before the backfill has begun on it) joins it, so that drops in a loop wait as

@@ -24,10 +24,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from tapescan.feeds.history import Warmup
 from tapescan.feeds.massive.fake_server import FakeMassive
+from tapescan.feeds.massive.fake_source import FakeSource, SessionMinutes, SimSource
 from tapescan.feeds.massive.parse import LULD_HALT, LULD_REOPEN
-from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.market.clock import Clock
 from tapescan.model import (
@@ -79,71 +78,6 @@ LULD_BAND = 21  # the indicator of a price band (halts: parse.LULD_HALT, parse.L
 
 _encode = msgspec.json.Encoder().encode
 _ET = ZoneInfo("America/New_York")
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class SessionMinutes:
-    """Every minute bar of one session, ordered by (symbol row, start): ``first[row]`` to
-    ``first[row + 1]`` are row's bars (~64 B a bar: ~320 MB for 11,882 symbols' 5 M bars)."""
-
-    day: dt.date
-    first: npt.NDArray[np.int64]
-    start_ms: npt.NDArray[np.int64]
-    open: npt.NDArray[np.float64]
-    high: npt.NDArray[np.float64]
-    low: npt.NDArray[np.float64]
-    close: npt.NDArray[np.float64]
-    vwap: npt.NDArray[np.float64]
-    volume: npt.NDArray[np.int64]
-    trades: npt.NDArray[np.int64]
-
-    def bars(self, row: int) -> list[dict[str, Any]]:
-        lo, hi = int(self.first[row]), int(self.first[row + 1])
-        return [
-            {"o": o, "h": h, "l": low, "c": c, "v": v, "vw": round(vw, 4), "n": n, "t": t}
-            for o, h, low, c, v, vw, n, t in zip(
-                self.open[lo:hi].tolist(),
-                self.high[lo:hi].tolist(),
-                self.low[lo:hi].tolist(),
-                self.close[lo:hi].tolist(),
-                self.volume[lo:hi].tolist(),
-                self.vwap[lo:hi].tolist(),
-                self.trades[lo:hi].tolist(),
-                self.start_ms[lo:hi].tolist(),
-                strict=True,
-            )
-        ]
-
-
-def session_minutes(market: SimMarket, day: dt.date) -> SessionMinutes:
-    """Draw ``day`` whole (~5 s at 11,882 symbols) and order its bars by symbol."""
-    path = market.day_path(day)
-    parts: dict[str, list[npt.NDArray[Any]]] = {name: [] for name in _MINUTE_FIELDS}
-    rows_parts: list[npt.NDArray[np.int64]] = []
-    for index in range(path.chunks):
-        chunk = path.chunk(index)
-        rows, minutes = np.nonzero(chunk.active)
-        rows_parts.append(rows.astype(np.int64))
-        parts["start_ms"].append(chunk.start_ns[minutes] // NS_PER_MS)
-        for name in _MINUTE_FIELDS[1:]:
-            parts[name].append(getattr(chunk, name)[rows, minutes])
-    rows = np.concatenate(rows_parts)
-    start_ms = np.concatenate(parts["start_ms"])
-    order = np.lexsort((start_ms, rows))
-    columns = {name: np.concatenate(parts[name])[order] for name in _MINUTE_FIELDS}
-    first = np.searchsorted(rows[order], np.arange(len(market.universe) + 1)).astype(np.int64)
-    return SessionMinutes(
-        day,
-        first,
-        columns["start_ms"].astype(np.int64),
-        columns["open"].astype(np.float64),
-        columns["high"].astype(np.float64),
-        columns["low"].astype(np.float64),
-        columns["close"].astype(np.float64),
-        columns["vwap"].astype(np.float64),
-        columns["volume"].astype(np.int64),
-        columns["trades"].astype(np.int64),
-    )
 
 
 class TodayMinutes:
@@ -281,28 +215,19 @@ def preliminary(batch: AggregateBatch) -> AggregateBatch:
 
 
 class FakeMarket:
-    def __init__(
-        self,
-        market: SimMarket,
-        session: dt.date,
-        second_aggregates: bool,
-        corrections: bool = False,
-    ) -> None:
-        self.market = market
+    def __init__(self, source: FakeSource, session: dt.date, corrections: bool = False) -> None:
+        self.source = source
+        self.calendar = source.calendar
         # Re-sent and corrected bars, as Massive sends them when late trades change a bar: each
         # minute bar first as ``preliminary``, corrected (sent twice) after the next minute's,
         # and every tenth second's bars twice.
         self.corrections = corrections
-        # Minute bars of past sessions are drawn by a market of their own: the socket's draws
-        # run meanwhile in another thread, on ``market``.
-        self._minute_market = SimMarket(market.seed, len(market.universe), market.calendar)
         self._minutes: SessionMinutes | None = None  # the one session kept (client asks in order)
         self._minutes_lock = threading.Lock()
         self.today = TodayMinutes()
         self.session = session
-        self.feed = SimFeed(market, second_aggregates=second_aggregates)
-        self.second_aggregates = second_aggregates
-        self.symbols = market.universe.symbols
+        self.second_aggregates = source.second_aggregates
+        self.symbols = source.universe.symbols
         self._daily: dict[dt.date, list[dict[str, Any]]] = {}
         self._day_volume = np.zeros(len(self.symbols), dtype=np.int64)
         self._volume_day: dt.date | None = None
@@ -313,14 +238,23 @@ class FakeMarket:
         self._reference: list[dict[str, Any]] | None = None  # rows of ticker details, once asked
         self.drop_at_ns: int | None = None  # the socket's connections cut (1006) at this instant
 
+    @classmethod
+    def simulated(
+        cls,
+        market: SimMarket,
+        session: dt.date,
+        second_aggregates: bool = False,
+        corrections: bool = False,
+    ) -> FakeMarket:
+        return cls(SimSource(market, second_aggregates), session, corrections)
+
     def draw_history(self, on_step: Callable[[int, int], None] | None = None) -> None:
-        """Draw the warm-up sessions once (~40 s at 11,882 symbols) and keep their daily bars
-        as grouped-daily results (~25 MB at 11,882 symbols x 40 sessions)."""
-        warmup: Warmup = self.feed.warmup(self.session, on_step)
-        for item in warmup.sessions:
-            table = item.daily
-            self._daily[item.date] = [
-                {"T": s, "o": o, "h": h, "l": low, "c": c, "v": v, "t": _close_ms(item.date)}
+        """Take the sessions before the served one once (the simulator draws its 40 warm-up
+        sessions, ~40 s at 11,882 symbols) and keep their daily bars as grouped-daily results
+        (~25 MB at 11,882 symbols x 40 sessions)."""
+        for day, table in self.source.history(self.session, on_step):
+            self._daily[day] = [
+                {"T": s, "o": o, "h": h, "l": low, "c": c, "v": v, "t": _close_ms(day)}
                 for s, o, h, low, c, v in zip(
                     table.column("symbol").to_pylist(),
                     table.column("open").to_pylist(),
@@ -340,7 +274,7 @@ class FakeMarket:
         """A page of the ticker listing and the offset of the next page (-1: none)."""
         if kind not in (None, "", "CS"):  # the simulated universe holds common stocks only
             return [], -1
-        reference = self.market.reference_table()
+        reference = self.source.reference_table()
         names = reference.column("name").to_pylist()
         exchanges = reference.column("exchange").to_pylist()
         end = min(len(self.symbols), offset + limit)
@@ -362,11 +296,11 @@ class FakeMarket:
     def ticker_details(self, ticker: str) -> dict[str, Any] | None:
         """One ticker's details, from the simulated reference (None: no such ticker). The
         simulated float is not in them, as Massive's details have none (``floats`` lists it)."""
-        row = self.market.universe.index_of(ticker)
+        row = self.source.universe.index_of(ticker)
         if row < 0:
             return None
         if self._reference is None:
-            self._reference = self.market.reference_table().to_pylist()
+            self._reference = self.source.reference_table().to_pylist()
         item = self._reference[row]
         return {
             "ticker": ticker,
@@ -388,20 +322,22 @@ class FakeMarket:
         """A page of the free-float listing (in ticker order, the simulated float) and the offset
         of the next page (-1: none)."""
         if self._reference is None:
-            self._reference = self.market.reference_table().to_pylist()
+            self._reference = self.source.reference_table().to_pylist()
         end = min(len(self.symbols), offset + limit)
         effective = (self.session - dt.timedelta(days=30)).isoformat()
         page = []
         for item in self._reference[offset:end]:
             shares, outstanding = item["float_shares"], item["shares_outstanding"]
-            page.append(
-                {
-                    "ticker": item["symbol"],
-                    "free_float": int(shares),
-                    "free_float_percent": round(100 * shares / outstanding, 2),
-                    "effective_date": effective,
-                }
-            )
+            if shares is None:  # recorded reference data without a float: not listed
+                continue
+            entry = {
+                "ticker": item["symbol"],
+                "free_float": int(shares),
+                "effective_date": effective,
+            }
+            if outstanding:
+                entry["free_float_percent"] = round(100 * shares / outstanding, 2)
+            page.append(entry)
         return page, (end if end < len(self.symbols) else -1)
 
     def grouped_daily(self, day: dt.date) -> list[dict[str, Any]] | None:
@@ -414,7 +350,7 @@ class FakeMarket:
         """``ticker``'s minute bars of ``day`` starting in [from_ms, to_ms]: a past session's
         (the day just ended among them when the fake starts after 20:00 ET), or the served
         session's minutes closed by ``now_ns`` (none for other days)."""
-        row = self.market.universe.index_of(ticker)
+        row = self.source.universe.index_of(ticker)
         if row < 0:
             return []
         if day in (self.session, self.today.day):  # minutes the feed draws
@@ -431,7 +367,7 @@ class FakeMarket:
         with self._minutes_lock:  # REST handlers run in threads
             if self._minutes is None or self._minutes.day != day:
                 self._minutes = None  # the old one goes first: one session in memory
-                self._minutes = session_minutes(self._minute_market, day)
+                self._minutes = self.source.session_minutes(day)
             minutes = self._minutes
         return [b for b in minutes.bars(row) if from_ms <= b["t"] <= to_ms]
 
@@ -442,7 +378,7 @@ class FakeMarket:
         before its first bar of the day, the close of its previous session). No ``lastTrade``
         or ``lastQuote``: a plan of aggregates only."""
         totals = self.today.totals(len(self.symbols), now_ns)
-        previous = self.market.calendar.previous_sessions(self.session, 1)[0]
+        previous = self.calendar.previous_sessions(self.session, 1)[0]
         prior = {row["T"]: row for row in self._daily.get(previous) or ()}
         prior_close_ns = _close_ms(previous) * NS_PER_MS
         out: list[dict[str, Any]] = []
@@ -479,7 +415,7 @@ class FakeMarket:
 
     def status_at(self, ts_ns: int) -> str:
         """``open``, ``extended-hours`` or ``closed``, from the calendar."""
-        calendar = self.market.calendar
+        calendar = self.calendar
         times = calendar.session_in_progress(ts_ns)
         if times is None:
             return "closed"
@@ -492,9 +428,9 @@ class FakeMarket:
         """The simulated feed's live aggregates from ``start_ns``, to every subscriber."""
         to_correct: AggregateBatch | None = None  # the last minute, sent as ``preliminary``
         seconds = 0
-        async for event in self.feed.events(clock, start_ns):
+        async for event in self.source.live().events(clock, start_ns):
             if isinstance(event, AggregateBatch) and event.kind is AggregateKind.MINUTE:
-                day = self.market.calendar.trading_day(event.ts_event_ns - 1)
+                day = self.calendar.trading_day(event.ts_event_ns - 1)
                 self.today.add(day, event)
             if isinstance(event, FeedStatus) or event.ts_event_ns <= start_ns:
                 continue  # a socket has no past
@@ -511,8 +447,8 @@ class FakeMarket:
                 if to_correct is not None:
                     await _publish(server, self.frames(to_correct, resent=True) * 2)
                 to_correct = event
-                day = self.market.calendar.trading_day(event.ts_event_ns - 1)
-                if event.ts_event_ns >= self.market.calendar.session(day).post_close_ns:
+                day = self.calendar.trading_day(event.ts_event_ns - 1)
+                if event.ts_event_ns >= self.calendar.session(day).post_close_ns:
                     # the session's last minute: no next one comes, its correction a minute on
                     await clock.sleep_until(event.ts_event_ns + MINUTE_MS * NS_PER_MS)
                     await _publish(server, self.frames(to_correct, resent=True) * 2)
@@ -524,7 +460,7 @@ class FakeMarket:
     def luld_frames(self, event: HaltEvent | BandBatch) -> list[bytes]:
         """Bands as LULD price-band messages; a halt or its end as an LULD message with the
         halt or reopening indicator and the symbol's last bands."""
-        day = self.market.calendar.trading_day(event.ts_event_ns)
+        day = self.calendar.trading_day(event.ts_event_ns)
         if day != self._luld_day:  # bands are a day's: a halt before the first has none
             self._upper.fill(0.0)
             self._lower.fill(0.0)
@@ -563,7 +499,7 @@ class FakeMarket:
     def frames(self, batch: AggregateBatch, resent: bool = False) -> list[bytes]:
         """``batch`` as socket frames of A (per-second) or AM (per-minute) messages (``resent``:
         again, so the day's accumulated volume does not count it twice)."""
-        day = self.market.calendar.trading_day(int(batch.start_ns[0])) if len(batch) else None
+        day = self.calendar.trading_day(int(batch.start_ns[0])) if len(batch) else None
         if day != self._volume_day:
             self._day_volume[:] = 0
             self._volume_day = day

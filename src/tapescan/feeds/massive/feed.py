@@ -47,6 +47,7 @@ from tapescan.feeds.massive.backfill import (
     BackfillItem,
     Gap,
     GapDone,
+    Handover,
     Progress,
     reconnect_gap,
     start_gap,
@@ -298,6 +299,10 @@ class MassiveFeed:
                 coverage.start(times.date, live_ns - live_ns % NS_PER_MINUTE)
                 if today is not None:
                     coverage.gap_opened(today.from_ns, today.to_ns)
+            handover = Handover()  # where the socket's minutes must begin
+            if times is not None and minute_bars_live:
+                live_minute = live_ns - live_ns % NS_PER_MINUTE
+                handover.expect(live_minute if today is None else today.to_ns, "start")
             if today is None:
                 # a socket has no past: the catch-up is over (a wait for an instant to come
                 # says so)
@@ -320,6 +325,11 @@ class MassiveFeed:
                             if gap is not None:
                                 coverage.gap_opened(gap.from_ns, gap.to_ns)
                                 backfill.request(gap)
+                            if minute_bars_live and self.calendar.session_in_progress(now):
+                                handover.expect(
+                                    now - now % NS_PER_MINUTE if gap is None else gap.to_ns,
+                                    "reconnect",
+                                )
                             left_ns = None
                         yield _status_of(item, now)
                     elif isinstance(item, Progress):
@@ -352,6 +362,11 @@ class MassiveFeed:
                             if resume_ns is not None and batch.ts_event_ns <= resume_ns:
                                 continue
                             newest_ns = max(newest_ns, batch.ts_event_ns)
+                            if batch.kind is AggregateKind.MINUTE and minute_bars_live:
+                                hole = handover.hole(batch.start_ns)
+                                if hole is not None:
+                                    coverage.gap_opened(hole.from_ns, hole.to_ns)
+                                    backfill.request(hole)
                             if batch.kind is AggregateKind.MINUTE or not minute_bars_live:
                                 times_now = self.calendar.session_in_progress(now)
                                 if times_now is not None:

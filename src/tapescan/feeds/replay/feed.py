@@ -100,6 +100,14 @@ class ReplayFeed:
         return self._universe
 
     @property
+    def calendar(self) -> MarketCalendar:
+        return self._calendar
+
+    @property
+    def limits(self) -> ReadLimits:
+        return self._limits
+
+    @property
     def sessions(self) -> tuple[dt.date, ...]:
         """The trading days that have minute bars, ascending."""
         return self.summary.minute_bars.sessions
