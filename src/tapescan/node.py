@@ -420,6 +420,7 @@ class Node:
     def _warm_up(self) -> None:
         """Warm-up history from the store when it has it, else from the feed (stored as it
         comes), into state one session at a time."""
+        self._write_back_spilled()  # a day's bars spilled at its end: stored sessions, not asked
         self.store.write("symbols", conform(SYMBOLS, _reference_rows(self._with_details())))
         self.stats.warmup_step = "reading history from the store"
         history = stored_history(self.store, self.calendar, self.session)
@@ -494,7 +495,7 @@ class Node:
 
     def _recover_today(self) -> int | None:
         """Apply today's stored minute bars (a restart mid-session); returns where they end."""
-        self._write_back_spilled()
+        self._write_back_spilled()  # none left, unless the store was down during the warm-up
         self.stats.warmup_step = "today's bars from the store"
         self._check_stop()
         self.store.truncate_from(self.session, self.start_ns)

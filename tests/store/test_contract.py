@@ -175,6 +175,11 @@ def test_postgres_keeps_the_last_copy_of_a_bar_written_twice_unmarked(store: Sto
     store.write("minute_bars", with_a_correction.append_column(REPLACES, pa.array([False, True])))
     back = store.export_session("minute_bars", DAY).sort_by("ts")
     assert back.column("volume").to_pylist() == [41, 42, 43]
+    # one write holding a key twice, unmarked: the last of them (an upsert takes each once)
+    twice = pa.concat_tables([first.slice(0, 1), first.slice(0, 1)])
+    twice = twice.set_column(at, "volume", pa.array([50, 51]))
+    store.write("minute_bars", twice)
+    assert store.export_session("minute_bars", DAY).sort_by("ts").column("volume")[0].as_py() == 51
 
 
 def test_sessions_drop_and_export(store: Store) -> None:

@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from tapescan.store.base import Store, StoreError, StoreUnavailableError, session_values
+from tapescan.store.base import (
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    last_of_each_key,
+    session_values,
+)
 from tapescan.store.migrations import Migration
 from tapescan.store.tables import MINUTE_BARS, TABLES, TableSpec
 
@@ -160,6 +166,8 @@ class PostgresStore(Store):
         # (a bar not marked as one conflicts only as the same bar again, or a newer copy of
         # it: last write wins either way, whatever else is in the write).
         replace = replace or replacing is not None or spec.name == MINUTE_BARS.name
+        if spec.name == MINUTE_BARS.name:  # an upsert takes each key once per statement
+            table = last_of_each_key(table, spec.key)
         with _unavailable_on_disconnect():
             self._ensure_partitions(spec, table)
             connection = self._w()

@@ -213,11 +213,19 @@ def test_a_socket_whose_first_minute_bars_start_late_leaves_a_hole_asked_of_rest
     minute = 60 * 10**9
     handover = Handover()
     assert handover.hole(np.array([5 * minute])) is None  # nothing expected yet
-    handover.expect(10 * minute, "start")
+    handover.expect(10 * minute, "start", 100 * minute)
     assert handover.hole(np.array([8 * minute, 9 * minute])) is None  # corrections only
     assert handover.hole(np.array([11 * minute, 9 * minute])) == Gap(
         10 * minute, 11 * minute, "start"
     )
     assert handover.hole(np.array([13 * minute])) is None  # once: the handover is over
-    handover.expect(20 * minute, "reconnect")
+    handover.expect(20 * minute, "reconnect", 100 * minute)
     assert handover.hole(np.array([20 * minute, 21 * minute])) is None  # in step: no hole
+    # live in the session's last minute, its bars sent before: the next bars are the next
+    # day's, and the hole ends with the session
+    handover.expect(99 * minute, "start", 100 * minute)
+    assert handover.overdue(100 * minute) is None  # its last bars may still come
+    assert handover.hole(np.array([2_000 * minute])) == Gap(99 * minute, 100 * minute, "start")
+    handover.expect(99 * minute, "start", 100 * minute)
+    assert handover.overdue(102 * minute) == Gap(99 * minute, 100 * minute, "start")
+    assert handover.overdue(103 * minute) is None

@@ -15,7 +15,7 @@ from tapescan.feeds.massive.client import MassiveFatalError
 from tapescan.feeds.massive.details import details_row, free_floats, ticker_details, with_floats
 from tapescan.feeds.massive.fake_market import FakeMarket
 from tapescan.feeds.massive.fake_rest import RestFaults, rest_app
-from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError
+from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, RestInterruptedError
 from tapescan.feeds.sim.generator import SimMarket
 from tapescan.market.calendar import market_calendar
 from tapescan.market.clock import FastClock
@@ -161,6 +161,11 @@ def test_floats_come_from_every_page_of_the_listing_and_bad_entries_are_left_out
         ("CCC", None),
     ]
     assert rows[0]["market_cap"] == 1e9  # the rest of the details kept
+
+
+def test_a_stop_during_the_float_listing_ends_the_warm_up() -> None:
+    with pytest.raises(RestInterruptedError):
+        ticker_details_with_floats(FloatListing([], RestInterruptedError("stopped")))
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -307,6 +308,17 @@ def test_ticker_details_come_a_request_per_ticker_unless_the_store_has_them(
     again = feed.details(SESSION, details)  # complete in the store: no request
     assert again.source == "store"
     assert again.table.equals(details)
+    assert feed.rest_counters.by_path["/stocks/vX/float"] == 1
+    # taken while the float listing failed: the floats alone are asked again
+    at = details.schema.get_field_index("float_shares")
+    floatless = details.set_column(
+        at, details.schema.field(at), pa.nulls(details.num_rows, pa.float64())
+    )
+    refilled = feed.details(SESSION, floatless)
+    assert refilled.source == "store"
+    assert refilled.table.equals(details)
+    assert feed.rest_counters.by_path["/stocks/vX/float"] == 2
+    assert feed.rest_counters.by_path["/v3/reference/tickers/{ticker}"] == 300
     # a ticker listed since the details were taken: its listing's, no details yet
     partial = feed.details(SESSION, details.slice(1))
     assert partial.table.num_rows == 300

@@ -5,12 +5,15 @@ fake."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
 import pytest
 
+from tapescan.feeds.massive.backfill import Backfiller, Gap
+from tapescan.feeds.massive.client import MassiveFatalError
+from tapescan.feeds.massive.rest import MassiveRest
 from tapescan.feeds.massive.snapshot import active_rows, to_ns
 from tapescan.model import Universe
 
@@ -44,7 +47,7 @@ def test_no_instant_is_none(value: float | None) -> None:
 
 
 def test_quiet_tickers_are_left_out_and_uncertain_ones_asked() -> None:
-    universe = Universe(["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG"])
+    universe = Universe(["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH"])
     old_ns = GAP_NS - 30 * MINUTE_NS
     body = {
         "status": "OK",
@@ -56,9 +59,30 @@ def test_quiet_tickers_are_left_out_and_uncertain_ones_asked() -> None:
             {"ticker": "EEE", "updated": 0, "day": {"v": 0}},  # zeros before a first trade
             {"ticker": "ZZZ", "updated": GAP_NS},  # not ours
             {"ticker": "GGG", "updated": GAP_NS - MINUTE_NS // 2},  # within the margin
+            {"ticker": "HHH", "updated": GAP_NS + MINUTE_NS},  # shown twice: the latest counts
+            {"ticker": "HHH", "updated": old_ns},
             # FFF is not shown: asked
         ],
     }
     rows = active_rows(Answer(body), universe, GAP_NS)  # type: ignore[arg-type]
-    assert [universe.symbols[r] for r in rows] == ["BBB", "CCC", "DDD", "EEE", "FFF", "GGG"]
+    asked = [universe.symbols[r] for r in rows]
+    assert asked == ["BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH"]
     assert rows.dtype == np.intp
+
+
+class Refusing:
+    """A plan without the snapshot: 403, which the REST client raises as fatal."""
+
+    def get_as(self, path: str, params: dict[str, str] | None, decoder: Any) -> Any:
+        raise MassiveFatalError("Massive refused the key for /v2/snapshot (403: not entitled)")
+
+
+def test_a_refused_snapshot_means_every_ticker_is_asked() -> None:
+    universe = Universe(["AAA", "BBB"])
+    backfill = Backfiller(lambda: cast(MassiveRest, Refusing()), universe, lambda: GAP_NS)
+    assert (
+        backfill._active(cast(MassiveRest, Refusing()), Gap(GAP_NS, GAP_NS + MINUTE_NS, "x"))
+        is None
+    )
+    assert backfill.counters.snapshot_failures == 1
+    assert backfill.counters.quiet == 0

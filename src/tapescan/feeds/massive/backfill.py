@@ -37,6 +37,7 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
+from tapescan.feeds.massive.client import MassiveFatalError
 from tapescan.feeds.massive.rest import (
     REQUEST_THREADS,
     MassiveRest,
@@ -140,19 +141,30 @@ class Handover:
 
     from_ns: int | None = None
     reason: str = "start"
+    session_end_ns: int = 0  # the session's end (20:00 ET): a hole never reaches past it
 
-    def expect(self, from_ns: int, reason: str) -> None:
-        self.from_ns, self.reason = from_ns, reason
+    def expect(self, from_ns: int, reason: str, session_end_ns: int) -> None:
+        self.from_ns, self.reason, self.session_end_ns = from_ns, reason, session_end_ns
+
+    def overdue(self, now_ns: int) -> Gap | None:
+        """The session ended (and its last minute's bars would have come) with no minute bar
+        from the socket since the handover: the minutes from it to the session's end."""
+        if self.from_ns is None or now_ns < self.session_end_ns + 2 * NS_PER_MINUTE:
+            return None
+        gap = Gap(self.from_ns, self.session_end_ns, self.reason)
+        self.from_ns = None
+        return gap if gap.to_ns > gap.from_ns else None
 
     def hole(self, starts: npt.NDArray[np.int64]) -> Gap | None:
         """After a minute batch from the socket: the minutes between the handover and its
-        first bar at or after it (None: none missing, or no handover pending)."""
+        first bar at or after it, within the session (None: none missing, or no handover
+        pending)."""
         if self.from_ns is None:
             return None
         newer = starts[starts >= self.from_ns]
         if not len(newer):
             return None  # corrections of earlier minutes: the handover's minute is still to come
-        first = int(newer.min())
+        first = min(int(newer.min()), self.session_end_ns)  # the next day's bars: to 20:00
         gap = Gap(self.from_ns, first, self.reason) if first > self.from_ns else None
         self.from_ns = None
         return gap
@@ -200,6 +212,7 @@ def gap_bars(
     with contextlib.closing(in_order(pool, wanted, fetch)) as answers:
         for _, answer in answers:
             if stop.is_set():
+                answer.cancel()  # the one handed out; closing cancels those queued behind
                 break
             part = answer.result()
             done += 1
@@ -400,7 +413,7 @@ class Backfiller:
             rows = active_rows(rest, self.universe, gap.from_ns)
         except RestInterruptedError:
             raise
-        except MassiveRestError as error:
+        except (MassiveRestError, MassiveFatalError) as error:  # 403: a plan without it
             self.counters.snapshot_failures += 1
             log.warning("full-market snapshot failed, asking every ticker: %s", error)
             return None

@@ -28,7 +28,12 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from tapescan.feeds.massive.client import MassiveFatalError
-from tapescan.feeds.massive.rest import MassiveRest, MassiveRestError, in_order
+from tapescan.feeds.massive.rest import (
+    MassiveRest,
+    MassiveRestError,
+    RestInterruptedError,
+    in_order,
+)
 from tapescan.model import Universe
 from tapescan.store.tables import SYMBOLS
 
@@ -88,6 +93,8 @@ def with_floats(rest: MassiveRest, details: pa.Table) -> pa.Table:
     a warning, when the listing is refused or fails (the plan may not include it)."""
     try:
         floats = free_floats(rest)
+    except RestInterruptedError:
+        raise  # a stop request: the warm-up ends
     except (MassiveRestError, MassiveFatalError) as error:
         log.warning("no free floats (float_shares stays null): %s", error)
         return details

@@ -377,6 +377,9 @@ class FakeMarket:
         ``prevDay`` (the session before), ``updated`` (ns, the last instant of its latest bar;
         before its first bar of the day, the close of its previous session). No ``lastTrade``
         or ``lastQuote``: a plan of aggregates only."""
+        day = self.calendar.trading_day(now_ns)
+        # the minutes ended by now, once drawn (as the minute aggregates wait for them)
+        self.today.drawn_until(day, now_ns - now_ns % (MINUTE_MS * NS_PER_MS), TODAY_WAIT_S)
         totals = self.today.totals(len(self.symbols), now_ns)
         previous = self.calendar.previous_sessions(self.session, 1)[0]
         prior = {row["T"]: row for row in self._daily.get(previous) or ()}

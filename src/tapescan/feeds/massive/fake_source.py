@@ -18,7 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from tapescan.feeds.history import DAILY_HISTORY_SESSIONS
 from tapescan.feeds.replay.feed import ReplayFeed
 from tapescan.feeds.replay.reader import MinuteBarReader, read_daily_bars
 from tapescan.feeds.sim.feed import SimFeed
@@ -206,8 +208,11 @@ class ReplaySource:
         self, session: dt.date, on_step: Callable[[int, int], None] | None
     ) -> Iterator[tuple[dt.date, pa.Table]]:
         days = [day for day in self.feed.summary.daily_bars.sessions if day < session]
+        days = days[-(DAILY_HISTORY_SESSIONS + 1) :]  # what a warm-up asks, and a day to spare
+        table = read_daily_bars(self.feed.files.daily_bars, days, self.feed.limits)  # one pass
+        dates = table.column("date")
         for done, day in enumerate(days, start=1):
-            yield day, read_daily_bars(self.feed.files.daily_bars, [day], self.feed.limits)
+            yield day, table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
             if on_step is not None:
                 on_step(done, len(days))
 

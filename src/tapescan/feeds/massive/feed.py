@@ -165,6 +165,10 @@ class MassiveFeed:
             listed = self._reference.filter(pc.invert(pc.is_in(self._reference["symbol"], known)))
             if listed.num_rows:
                 stored = pa.concat_tables([stored, conform(SYMBOLS, listed)])
+            if stored.column("float_shares").null_count == stored.num_rows:
+                # the float listing failed when they were taken: asked again (3 requests)
+                with self._rest() as rest:
+                    stored = with_floats(rest, stored)
             return Details(stored, "store")
         with self._rest() as rest, ThreadPoolExecutor(REQUEST_THREADS, "massive-rest") as pool:
             table = ticker_details(
@@ -302,7 +306,9 @@ class MassiveFeed:
             handover = Handover()  # where the socket's minutes must begin
             if times is not None and minute_bars_live:
                 live_minute = live_ns - live_ns % NS_PER_MINUTE
-                handover.expect(live_minute if today is None else today.to_ns, "start")
+                handover.expect(
+                    live_minute if today is None else today.to_ns, "start", times.post_close_ns
+                )
             if today is None:
                 # a socket has no past: the catch-up is over (a wait for an instant to come
                 # says so)
@@ -314,6 +320,9 @@ class MassiveFeed:
             async with contextlib.aclosing(_session_events(client, running, backfill)) as session:
                 async for item in session:
                     now = clock.now_ns()
+                    if (late := handover.overdue(now)) is not None:
+                        coverage.gap_opened(late.from_ns, late.to_ns)
+                        backfill.request(late)
                     if isinstance(item, LinkState):
                         if item is not LinkState.LIVE and left_ns is None:
                             # a stalled socket is noticed only after its silence: the gap
@@ -325,10 +334,12 @@ class MassiveFeed:
                             if gap is not None:
                                 coverage.gap_opened(gap.from_ns, gap.to_ns)
                                 backfill.request(gap)
-                            if minute_bars_live and self.calendar.session_in_progress(now):
+                            in_session = self.calendar.session_in_progress(now)
+                            if minute_bars_live and in_session is not None:
                                 handover.expect(
                                     now - now % NS_PER_MINUTE if gap is None else gap.to_ns,
                                     "reconnect",
+                                    in_session.post_close_ns,
                                 )
                             left_ns = None
                         yield _status_of(item, now)

@@ -83,12 +83,16 @@ def active_rows(rest: MassiveRest, universe: Universe, since_ns: int) -> npt.NDA
     snapshot shows active since a minute before, and those it does not show. Raises
     ``MassiveRestError`` when the snapshot cannot be had (the caller asks every ticker)."""
     body = rest.get_as(SNAPSHOT_PATH, {"include_otc": "false"}, _decoder)
-    quiet = np.zeros(len(universe), dtype=np.bool_)
+    latest = np.full(len(universe), -1, dtype=np.int64)  # -1: not shown
+    uncertain = np.zeros(len(universe), dtype=np.bool_)  # shown without an instant
     for item in body.tickers or ():
         row = universe.index_of(item.ticker)
         if row < 0:
             continue
         last = last_active_ns(item)
-        if last is not None and last < since_ns - MARGIN_NS:
-            quiet[row] = True
+        if last is None:
+            uncertain[row] = True
+        else:  # a ticker shown twice: its latest instant counts
+            latest[row] = max(int(latest[row]), last)
+    quiet = ~uncertain & (latest >= 0) & (latest < since_ns - MARGIN_NS)
     return np.flatnonzero(~quiet)
