@@ -19,7 +19,11 @@ loses it at 10:00, reconnects and fills the gap from REST. Then:
   path), every row and every column of every symbol listed.
 
 ``TAPESCAN_FULL_SESSION=1`` serves the whole session instead (04:00-20:00 ET, the drop still at
-10:00; at 120x, ~9 minutes).
+10:00; at 120x, ~9 minutes). ``TAPESCAN_FULL_SESSION_SYMBOLS``, ``_SPEED``, ``_START`` (HH:MM
+ET) and ``_DATA`` (a data folder kept across runs) scale it up. At 11,882 symbols the socket's
+per-second bars limit the speed to ~5x, and the node's warm-up from the fake's REST (~13
+minutes) must end before 09:25 by the node's clock: start at 08:00 at 5x, or warm a kept folder
+up first.
 """
 
 from __future__ import annotations
@@ -55,15 +59,19 @@ from tests.feeds.massive.fake_process import KEY, FakeProcess
 pytestmark = pytest.mark.slow
 SESSION = dt.date(2026, 11, 24)
 FULL = os.environ.get("TAPESCAN_FULL_SESSION") == "1"
-SYMBOLS = 120  # seed 7: one halt inside the window, 09:51-09:56 ET
-SPEED = 120.0 if FULL else 60.0  # a whole session at 120x: 8 minutes
+# seed 7 at 120 symbols: one halt inside the window, 09:51-09:56 ET
+SYMBOLS = int(os.environ.get("TAPESCAN_FULL_SESSION_SYMBOLS", "120"))
+SPEED = float(os.environ.get("TAPESCAN_FULL_SESSION_SPEED", "120" if FULL else "60"))
+# a data folder kept across runs (a second run warms up from its store in seconds)
+DATA = os.environ.get("TAPESCAN_FULL_SESSION_DATA")
 
 
 def et(hour: int, minute: int) -> int:
     return et_to_ns(SESSION, dt.time(hour, minute))
 
 
-START = et(4, 0) if FULL else et(9, 25)
+_start = os.environ.get("TAPESCAN_FULL_SESSION_START", "04:00" if FULL else "09:25")
+START = et(int(_start[:2]), int(_start[3:]))
 DROP = et(10, 0)
 END = et(20, 0) if FULL else et(10, 8)
 SETTLE_NS = 3 * NS_PER_MINUTE  # after END: the last corrections are in and recorded
@@ -196,6 +204,7 @@ def test_a_session_with_corrections_and_a_drop_records_what_the_replay_path_scan
         symbols=SYMBOLS,
     )
     node: Server | None = None
+    data = Path(DATA) if DATA else tmp_path / "tapescan-data"
     try:
         config = MassiveConfig(
             api_key=KEY, ws_url=fake.settings["TAPESCAN_MASSIVE_WS_URL"], rest_url=fake.rest_url
@@ -207,6 +216,7 @@ def test_a_session_with_corrections_and_a_drop_records_what_the_replay_path_scan
         node = Server(
             tmp_path,
             *("--feed", "massive", "--start", iso(ahead), "--speed", f"{SPEED:g}"),
+            *("--data-dir", str(data)),
             env=fake.env(),
         )
         node.health(lambda h: h["scans"]["warmed_up"], timeout_s=120)
@@ -278,7 +288,7 @@ def test_a_session_with_corrections_and_a_drop_records_what_the_replay_path_scan
     if not FULL:  # a full session's last cycle is after 16:00, when no symbol has bands
         assert compared >= SYMBOLS // 2
 
-    store = DuckDbStore(tmp_path / "tapescan-data" / DUCKDB_FILE, 64)
+    store = DuckDbStore(data / DUCKDB_FILE, 64)
     try:
         times = market_calendar().session(SESSION)
         recorded = per_minute(today_from_store(store, SESSION, universe, times, END))
