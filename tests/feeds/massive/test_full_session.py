@@ -219,7 +219,8 @@ def test_a_session_with_corrections_and_a_drop_records_what_the_replay_path_scan
             *("--data-dir", str(data)),
             env=fake.env(),
         )
-        node.health(lambda h: h["scans"]["warmed_up"], timeout_s=120)
+        # the warm-up's REST requests: seconds at 120 symbols, ~13 minutes at 11,882
+        node.health(lambda h: h["scans"]["warmed_up"], timeout_s=max(120.0, SYMBOLS * 0.15))
         skew = market_ns(node.health(lambda _: True)["clock"]["now"]) - market_ns(fake.now())
         print(f"the node's clock is {skew / 1e9:+.1f} s (market) off the fake's")
         assert abs(skew) < 30e9, f"the node's clock is {skew / 1e9:+.0f} s off the fake's"
