@@ -181,7 +181,7 @@ class FrameParser:
         table = np.array([(m.t, m.h, m.l) for m in messages], dtype=np.float64).reshape(
             len(messages), 3
         )
-        ts_ms = _to_ms(table[:, 0])
+        ts_ms = to_ms(table[:, 0])
         timed = ~np.isnan(ts_ms)
         ts_ns = np.where(timed, ts_ms, 0).astype(np.int64) * NS_PER_MS  # exact, in integers
         upper, lower = table[:, 1], table[:, 2]
@@ -218,7 +218,7 @@ class FrameParser:
         table = np.array(
             [(m.s, m.o, m.h, m.l, m.c, m.v, m.vw, m.z) for m in messages], dtype=np.float64
         ).reshape(len(messages), 8)
-        start_ms = _to_ms(table[:, 0])
+        start_ms = to_ms(table[:, 0])
         values = {
             name: table[:, i + 1] for i, name in enumerate(("o", "h", "l", "c", "v", "vw", "z"))
         }
@@ -259,8 +259,9 @@ class FrameParser:
         )
 
 
-def _to_ms(starts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Window starts in ms, whatever their unit; NaN where no unit fits."""
+def to_ms(starts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Instants in ms, whatever their unit (s, ms, µs or ns); NaN where none fits (missing, zero,
+    negative, out of range)."""
     out = np.full(starts.shape, np.nan)
     for scale in (1.0, 1e3, 1e-3, 1e-6):  # ms, s, µs, ns
         scaled = starts * scale

@@ -10,7 +10,7 @@ not traded since then has no bar in the gap. After hours or early in the pre-mar
 What is not certain is taken the safe way: a ticker the snapshot does not list, or lists with
 no usable instant, is requested; a snapshot that fails or has the wrong shape (after its
 retries) means every ticker is requested, as without it. Instants in any unit are told apart by
-magnitude, as everywhere in this adapter.
+magnitude, as everywhere in this adapter (``parse.to_ms``).
 
 Memory: the answer (~10 MB of JSON at ~12,000 tickers) is decoded into the few fields named
 here (~100 B a ticker), never into Python dicts whole.
@@ -22,11 +22,11 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from tapescan.feeds.massive.parse import to_ms
 from tapescan.feeds.massive.rest import MassiveRest
 from tapescan.model import NS_PER_MINUTE, Universe
 
 SNAPSHOT_PATH = "/v2/snapshot/locale/us/markets/stocks/tickers"
-NS_MIN = 10**18  # 2001-09-09 in ns: an instant below this is in a coarser unit
 MARGIN_NS = NS_PER_MINUTE  # a ticker active within a minute before the gap is asked too
 
 
@@ -54,28 +54,7 @@ class _Snapshot(msgspec.Struct):
 _decoder = msgspec.json.Decoder(_Snapshot)
 
 
-def to_ns(value: float | None) -> int | None:
-    """An instant in s, ms, µs or ns, in ns (None: missing, zero or no unit fits)."""
-    if value is None or not value > 0:
-        return None
-    for scale in (1, 1_000, 1_000_000, 1_000_000_000):  # ns, µs, ms, s
-        scaled = value * scale
-        if NS_MIN <= scaled < NS_MIN * 10:
-            return int(scaled)
-    return None
-
-
-def last_active_ns(item: _Ticker) -> int | None:
-    """The latest instant the snapshot shows for a ticker: its update, its last trade, or the
-    end of its latest minute bar; None when it shows none."""
-    instants = [to_ns(item.updated)]
-    if item.lastTrade is not None:
-        instants.append(to_ns(item.lastTrade.t))
-    if item.min is not None:
-        start = to_ns(item.min.t)
-        instants.append(None if start is None else start + NS_PER_MINUTE)
-    known = [value for value in instants if value is not None]
-    return max(known) if known else None
+MS_PER_MINUTE = 60_000
 
 
 def active_rows(rest: MassiveRest, universe: Universe, since_ns: int) -> npt.NDArray[np.intp]:
@@ -83,16 +62,26 @@ def active_rows(rest: MassiveRest, universe: Universe, since_ns: int) -> npt.NDA
     snapshot shows active since a minute before, and those it does not show. Raises
     ``MassiveRestError`` when the snapshot cannot be had (the caller asks every ticker)."""
     body = rest.get_as(SNAPSHOT_PATH, {"include_otc": "false"}, _decoder)
-    latest = np.full(len(universe), -1, dtype=np.int64)  # -1: not shown
-    uncertain = np.zeros(len(universe), dtype=np.bool_)  # shown without an instant
+    rows: list[int] = []
+    shown: list[tuple[float | None, float | None, float | None]] = []
     for item in body.tickers or ():
         row = universe.index_of(item.ticker)
-        if row < 0:
-            continue
-        last = last_active_ns(item)
-        if last is None:
-            uncertain[row] = True
-        else:  # a ticker shown twice: its latest instant counts
-            latest[row] = max(int(latest[row]), last)
-    quiet = ~uncertain & (latest >= 0) & (latest < since_ns - MARGIN_NS)
+        if row >= 0:
+            rows.append(row)
+            trade = None if item.lastTrade is None else item.lastTrade.t
+            shown.append((item.updated, trade, None if item.min is None else item.min.t))
+    latest = np.full(len(universe), -1.0)  # ms; -1: not shown
+    uncertain = np.zeros(len(universe), dtype=np.bool_)  # shown without an instant
+    if rows:
+        # each ticker's latest instant: its update, its last trade, the end of its minute bar
+        instants = np.array(shown, dtype=np.float64).reshape(-1, 3)  # None: NaN
+        ms = to_ms(instants.ravel()).reshape(-1, 3)
+        ms[:, 2] += MS_PER_MINUTE
+        last = np.fmax.reduce(ms, axis=1)  # NaN: no instant at all
+        at = np.array(rows, dtype=np.intp)
+        none = np.isnan(last)
+        uncertain[at[none]] = True
+        np.maximum.at(latest, at[~none], last[~none])  # a ticker shown twice: its latest
+    since_ms = (since_ns - MARGIN_NS) / 1_000_000
+    quiet = ~uncertain & (latest >= 0) & (latest < since_ms)
     return np.flatnonzero(~quiet)
