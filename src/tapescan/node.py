@@ -23,7 +23,7 @@ from tapescan.api.app import create_app
 from tapescan.api.server_config import server_config
 from tapescan.config import ConfigError, Settings
 from tapescan.feeds.base import Feed
-from tapescan.feeds.history import Warmup, WarmupSession
+from tapescan.feeds.history import WarmupSession
 from tapescan.feeds.monitor import FeedMonitor
 from tapescan.feeds.sim.feed import SimFeed
 from tapescan.feeds.sim.generator import SimMarket
@@ -427,20 +427,17 @@ class Node:
         if history.complete:
             warmup = warmup_from_store(self.store, self.universe, history, self._warmup_step)
             self.recovery.warmup_source = "store"
-        elif not history.stored:
-            self.stats.warmup_step = f"warm-up history from the {self.feed.name} feed"
-            feed_warmup = self.feed.warmup(self.session, self._warmup_step)
-            warmup = Warmup(self.session, self._stored(feed_warmup.sessions))
-            self.recovery.warmup_source = "feed"
         else:
             # the sessions the store holds (a run on an earlier day took them), the rest from
             # the feed: the next day asks for one session, not forty
             missing = history.missing
-            self.stats.warmup_step = (
-                f"warm-up history: {len(missing)} of {len(history.wanted)} sessions from the "
-                f"{self.feed.name} feed"
+            partial = bool(history.stored)
+            self.stats.warmup_step = f"warm-up history from the {self.feed.name} feed" + (
+                f": {len(missing)} of {len(history.wanted)} sessions" if partial else ""
             )
-            feed_warmup = self.feed.warmup(self.session, self._warmup_step, only=missing)
+            feed_warmup = self.feed.warmup(
+                self.session, self._warmup_step, only=missing if partial else None
+            )
             stored = warmup_from_store(
                 self.store,
                 self.universe,
@@ -449,7 +446,7 @@ class Node:
                 sessions=history.stored,
             )
             warmup = with_fetched(stored, self._stored(feed_warmup.sessions))
-            self.recovery.warmup_source = "store and feed"
+            self.recovery.warmup_source = "store and feed" if partial else "feed"
         self.state.load_warmup(warmup)
 
     def _with_details(self) -> pa.Table:
@@ -495,7 +492,6 @@ class Node:
 
     def _recover_today(self) -> int | None:
         """Apply today's stored minute bars (a restart mid-session); returns where they end."""
-        self._write_back_spilled()  # none left, unless the store was down during the warm-up
         self.stats.warmup_step = "today's bars from the store"
         self._check_stop()
         self.store.truncate_from(self.session, self.start_ns)

@@ -115,8 +115,8 @@ class TodayMinutes:
     def totals(self, rows: int, now_ns: int) -> DayTotals:
         """The day so far of every row, from the minutes ended by ``now_ns``."""
         with self._changed:
-            batches, day = list(self._batches), self._day
-        return day_totals(batches, day, rows, now_ns)
+            batches = list(self._batches)
+        return day_totals(batches, rows, now_ns)
 
     def bars(self, row: int, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
         """``row``'s bars starting in [from_ms, to_ms], in time order."""
@@ -150,8 +150,6 @@ class DayTotals:
     """Each symbol row's day so far (its minute bars ended by an instant) and latest bar:
     what a full-market snapshot reports."""
 
-    day: dt.date | None
-    traded: npt.NDArray[np.bool_]
     open: npt.NDArray[np.float64]
     high: npt.NDArray[np.float64]
     low: npt.NDArray[np.float64]
@@ -161,9 +159,7 @@ class DayTotals:
     bars: list[AggregateBatch]
 
 
-def day_totals(
-    batches: list[AggregateBatch], day: dt.date | None, rows: int, now_ns: int
-) -> DayTotals:
+def day_totals(batches: list[AggregateBatch], rows: int, now_ns: int) -> DayTotals:
     """Totals of ``batches`` (one minute each, in time order) that ended by ``now_ns``."""
     kept = [batch for batch in batches if batch.ts_event_ns <= now_ns]
     open_ = np.full(rows, np.nan)
@@ -181,7 +177,7 @@ def day_totals(
         close[at] = batch.close
         volume[at] += batch.volume
         last[at] = index
-    return DayTotals(day, last >= 0, open_, high, low, close, volume, last, kept)
+    return DayTotals(open_, high, low, close, volume, last, kept)
 
 
 def _starting_within(
